@@ -1,0 +1,33 @@
+# The two set-up commands of the README (`make reproduce`, `make test`) and `make lab`.
+# Each creates .venv if missing and (re)installs the package only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= outputs
+
+.PHONY: test reproduce lab clean-venv
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "xdnb needs Python >= 3.10, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+$(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks]'
+	@touch $@
+
+test: $(VENV)/.installed-test
+	XDNB_QUIET=1 $(BIN)/python -m pytest tests
+
+reproduce: $(VENV)/.installed-notebooks
+	$(BIN)/xdnb teacher digits
+
+lab: $(VENV)/.installed-notebooks
+	$(BIN)/jupyter lab notebooks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a digits teacher trained once per session in a temporary cache."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("XDNB_QUIET", "1")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("xdnb-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(cache_dir):
+    from xdnb import models
+
+    torch.manual_seed(0)
+    return models.teacher("digits", seed=0, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    from xdnb import data
+
+    train, test = data.digits("train"), data.digits("test")
+    return train, data.stack(test)
+
+
+@pytest.fixture(scope="session")
+def few_shot_5(digits_data):
+    from xdnb import data
+
+    train, _ = digits_data
+    return data.stack(train, data.few_shot(train, 5, seed=0))

@@ -1,0 +1,137 @@
+import copy
+
+import pytest
+import torch
+
+from xdnb import distill, metrics, pruning
+from xdnb.sites import BN_MODES, batch_norms, bn_batch_statistics, reestimate_bn
+
+OBJECTIVES = [("regression", {}), ("correction", {}), ("imitation", {}), ("cross", {"mu": 0.6}),
+              ("soft", {"alpha": 0.5, "beta": 0.5})]
+
+
+@pytest.mark.parametrize("objective,params", OBJECTIVES, ids=[o for o, _ in OBJECTIVES])
+def test_every_objective_beats_weight_norm_pruning_without_data(objective, params, digits_teacher, digits_data, few_shot_5):
+    _, (x_test, y_test) = digits_data
+    images, _ = few_shot_5
+    plan = pruning.structured(digits_teacher, 0.5)
+    no_data, _, _ = pruning.l1_filter_prune(digits_teacher, plan)
+    baseline = metrics.accuracy(no_data, x_test, y_test)
+    result = distill.compress(digits_teacher, images, objective, pruning=plan, **params)
+    assert metrics.accuracy(result.student, x_test, y_test) > baseline + 0.02
+
+
+def test_structured_result_is_smaller_and_equals_the_masked_student(digits_teacher, digits_data, few_shot_5):
+    images, _ = few_shot_5
+    x_test = digits_data[1][0][:200]
+    plan = pruning.structured(digits_teacher, 0.25)
+    result = distill.compress(digits_teacher, images, "soft", alpha=0.5, beta=0.5, pruning=plan)
+    assert torch.allclose(result.student(x_test), result.masked_student(x_test), atol=1e-4)
+    for name, keep in plan.keep.items():
+        assert result.student.get_submodule(name).in_channels == keep
+        assert len(result.kept_channels[name]) == keep
+    assert [r["kept_channels"] for r in result.history] == [plan.keep[r["layer"]] for r in result.history]
+    assert result.config["bn"] == "reestimate" and result.config["pruning"] == "keep:0.25"
+
+
+def test_unstructured_sparsity_is_exact_in_every_fitted_layer(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    result = distill.compress(digits_teacher, images, "cross", pruning="sparse:0.9")
+    for record in result.history:
+        weight = result.student.get_submodule(record["layer"]).weight
+        assert pruning.sparsity_of(weight) == pytest.approx(0.9, abs=1.0 / weight.numel())
+        assert torch.equal(weight != 0, result.masks[record["layer"]])
+    assert result.student.feature[0].weight.count_nonzero() == result.student.feature[0].weight.numel()
+
+
+def test_callback_history_and_the_teacher_is_untouched(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    before = copy.deepcopy(digits_teacher.state_dict())
+    seen = []
+    result = distill.compress(digits_teacher, images, "imitation", pruning="keep:0.5", callback=seen.append)
+    assert seen == result.history and [r["index"] for r in seen] == list(range(5))
+    for r in seen:
+        assert r["eps_S"] >= 0 and r["seconds"] >= 0 and r["imitation"] == pytest.approx(r["objective_after"], rel=1e-3)
+    for key, value in digits_teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_same_inputs_give_the_same_student(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    a = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5")
+    b = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5")
+    for (key, x), y in zip(a.student.state_dict().items(), b.student.state_dict().values()):
+        assert torch.equal(x, y), key
+
+
+@pytest.mark.parametrize("solver", ["reference", "proximal"])
+@pytest.mark.parametrize("plan", ["keep:0.5", "sparse:0.7"])
+def test_iterative_solvers_reach_the_target_and_reduce_the_loss(solver, plan, digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    result = distill.compress(digits_teacher, images, "cross", pruning=plan, solver=solver, steps=60)
+    for r in result.history:
+        if plan.startswith("keep"):
+            assert r["kept_channels"] == max(1, round(r["in_channels"] * 0.5))
+        else:
+            assert r["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert result.config["solver"] == solver and result.config["steps"] == 60
+
+
+def test_refit_without_pruning_on_the_teachers_own_inputs_changes_little(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    result = distill.compress(digits_teacher, images, "regression", bn="keep")
+    # with nothing pruned, hS == hT and the teacher's weights already minimise every objective
+    for r in result.history:
+        assert r["estimation_error"] < 1e-6 and r["eps_T"] < 1e-9
+        assert r["objective_after"] <= r["objective_before"] + 1e-9
+
+
+def test_bn_reestimation_changes_only_running_statistics_and_reproduces_batch_statistics(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    model = copy.deepcopy(digits_teacher)
+    before = copy.deepcopy(model.state_dict())
+    reestimate_bn(model, images)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var")) for k in changed)
+    with torch.no_grad():
+        eval_out = model.eval()(images)
+        with bn_batch_statistics(model):
+            batch_out = model(images)
+    assert torch.allclose(eval_out, batch_out, atol=1e-4)
+    assert len(batch_norms(model)) == 7
+
+
+@pytest.mark.parametrize("bn", BN_MODES)
+def test_every_bn_mode_runs_and_is_recorded(bn, digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    result = distill.compress(digits_teacher, images, "soft", alpha=0.5, beta=0.5, pruning="keep:0.5", bn=bn)
+    assert result.config["bn"] == bn
+    bn1 = result.student.feature[1]
+    same_stats = torch.equal(bn1.running_mean, digits_teacher.feature[1].running_mean[result.kept_channels["feature.3"]])
+    assert same_stats == (bn == "keep")
+
+
+def test_bad_arguments_name_the_value(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    with pytest.raises(ValueError, match="mu must lie in"):
+        distill.compress(digits_teacher, images, "cross", mu=1.2)
+    with pytest.raises(ValueError, match="bn must be one of reestimate, keep, train, got 'eval'"):
+        distill.compress(digits_teacher, images, "cross", bn="eval")
+    with pytest.raises(ValueError, match="unknown solver 'adam'"):
+        distill.compress(digits_teacher, images, "cross", solver="adam")
+    with pytest.raises(ValueError, match="images must be"):
+        distill.compress(digits_teacher, images[0], "cross")
+
+
+def test_layer_errors_on_held_out_images(digits_teacher, digits_data, few_shot_5):
+    images, _ = few_shot_5
+    x_test = digits_data[1][0][:300]
+    result = distill.compress(digits_teacher, images, "regression", pruning="keep:0.25")
+    train_rows = metrics.layer_errors(digits_teacher, result.masked_student, images)
+    test_rows = metrics.layer_errors(digits_teacher, result.masked_student, x_test)
+    assert len(test_rows) == 5
+    assert all(metrics.bound_holds(r, 0.5) for r in test_rows)
+    # few-shot over-fitting: the fitted images are estimated better than held-out ones
+    assert sum(r["relative_error"] for r in train_rows) < sum(r["relative_error"] for r in test_rows)
+    with pytest.raises(ValueError, match="masked_student"):
+        metrics.layer_errors(digits_teacher, result.student, x_test)

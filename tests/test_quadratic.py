@@ -1,0 +1,125 @@
+"""The per-layer least-squares problem against independent oracles (autograd, torch.linalg)."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xdnb import objectives
+from xdnb.quadratic import LayerProblem, unfold_rows
+
+OBJECTIVES = [objectives.regression(), objectives.correction(), objectives.imitation(),
+              objectives.cross(0.3), objectives.soft(0.7, 0.4)]
+
+
+def _setup(n, seed=0, c_in=3, c_out=4, size=5, stride=1):
+    g = torch.Generator().manual_seed(seed)
+    teacher = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.randn(teacher.weight.shape, generator=g))
+    hT = torch.randn(n, c_in, size, size, generator=g)
+    hS = hT + 0.3 * torch.randn(n, c_in, size, size, generator=g)
+    w = torch.randn(c_out, c_in * 9, generator=g)
+    return teacher, hT, hS, w
+
+
+def _student(teacher, w):
+    student = nn.Conv2d(teacher.in_channels, teacher.out_channels, 3, stride=teacher.stride, padding=1, bias=False)
+    with torch.no_grad():
+        student.weight.copy_(w.reshape(student.weight.shape))
+    return student
+
+
+# (n=1, c_in=8): fewer rows than columns, the raw-row form; (n=8, c_in=3): the Gram form;
+# (n=1, c_in=3): raw for one-term objectives, Gram for cross (2 x 25 rows > 27 columns)
+@pytest.mark.parametrize("n,c_in", [(1, 8), (8, 3), (1, 3)])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=str)
+def test_loss_and_gradient_match_autograd(n, c_in, objective):
+    teacher, hT, hS, w = _setup(n, c_in=c_in)
+    problem = LayerProblem(objective, teacher, hT, hS)
+    assert problem.keeps_rows == (n * 25 * objective.student_convolutions < c_in * 9)
+    student = _student(teacher, w)
+    loss = objective(teacher, student, hT, hS)
+    loss.backward()
+    assert problem.loss(w) == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert torch.allclose(problem.grad(w), student.weight.grad.reshape(w.shape), rtol=1e-4, atol=1e-6)
+
+
+def _stacked_system(objective, teacher, hT, hS):
+    """The objective as one least-squares system, built independently of LayerProblem."""
+    xs, ys = [], []
+    for term in objective.terms:
+        x_in = term.student_mix[0] * hT + term.student_mix[1] * hS
+        y_in = term.teacher_mix[0] * hT + term.teacher_mix[1] * hS
+        y = teacher(y_in).detach().permute(0, 2, 3, 1).reshape(-1, teacher.out_channels)
+        xs.append(term.weight ** 0.5 * unfold_rows(x_in, teacher))
+        ys.append(term.weight ** 0.5 * y)
+    return torch.cat(xs).double(), torch.cat(ys).double()
+
+
+@pytest.mark.parametrize("n,c_in", [(1, 8), (8, 3)])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=str)
+def test_closed_form_matches_torch_lstsq_and_zeroes_the_gradient(n, c_in, objective):
+    teacher, hT, hS, _ = _setup(n, seed=1, c_in=c_in)
+    problem = LayerProblem(objective, teacher, hT, hS)
+    w = problem.solve(None, ridge=0.0)
+    x, y = _stacked_system(objective, teacher, hT, hS)
+    anchor = teacher.weight.detach().reshape(problem.c_out, -1).double()
+    # minimum-norm correction of the teacher's weights (unique when the system is full rank)
+    delta = torch.linalg.lstsq(x, y - x @ anchor.T, driver="gelsd").solution
+    assert torch.allclose(w.double(), anchor + delta.T, atol=2e-4)
+    student = _student(teacher, w)
+    objective(teacher, student, hT, hS).backward()
+    assert student.weight.grad.abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_ridge_and_channel_restriction_match_normal_equations(n):
+    teacher, hT, hS, _ = _setup(n, seed=2, c_in=6)
+    assert LayerProblem(objectives.cross(0.6), teacher, hT, hS).keeps_rows == (n == 1)
+    objective = objectives.cross(0.6)
+    problem = LayerProblem(objective, teacher, hT, hS)
+    columns = torch.tensor([0, 1, 2, 9, 10, 11, 12, 13, 14, 15, 16, 17])  # channels 0 (part), 1
+    ridge = 0.05
+    w = problem.solve(columns, ridge=ridge)
+    x, y = _stacked_system(objective, teacher, hT, hS)
+    anchor = teacher.weight.detach().reshape(problem.c_out, -1).double()[:, columns]
+    xk = x[:, columns]
+    rho = ridge * float((x ** 2).sum()) / x.shape[1]
+    expected = torch.linalg.solve(xk.T @ xk + rho * torch.eye(len(columns), dtype=torch.float64), xk.T @ y + rho * anchor.T).T
+    assert torch.allclose(w[:, columns].double(), expected, atol=1e-4)
+    outside = torch.ones(problem.dim, dtype=torch.bool)
+    outside[columns] = False
+    assert torch.count_nonzero(w[:, outside]) == 0
+
+
+@pytest.mark.parametrize("n,c_in", [(1, 8), (8, 3)])
+def test_masked_solve_matches_row_by_row_direct_solves(n, c_in):
+    teacher, hT, hS, _ = _setup(n, seed=3, c_in=c_in)
+    problem = LayerProblem(objectives.soft(0.5, 0.5), teacher, hT, hS)
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(problem.c_out, problem.dim, generator=g) < 0.5
+    ridge = 0.01
+    w = problem.solve_masked(mask, ridge=ridge, iterations=500, tol=1e-20)
+    x, y = _stacked_system(objectives.soft(0.5, 0.5), teacher, hT, hS)
+    rho = ridge * float((x ** 2).sum()) / x.shape[1]
+    anchor = teacher.weight.detach().reshape(problem.c_out, -1).double()
+    for row in range(problem.c_out):
+        s = mask[row]
+        xs = x[:, s]
+        expected = torch.linalg.solve(xs.T @ xs + rho * torch.eye(int(s.sum()), dtype=torch.float64), xs.T @ y[:, row] + rho * anchor[row, s])
+        assert torch.allclose(w[row, s].double(), expected, atol=1e-4)
+        assert torch.count_nonzero(w[row, ~s]) == 0
+
+
+def test_strided_convolution_rows_line_up():
+    teacher, hT, hS, w = _setup(2, seed=4, size=6, stride=2)
+    problem = LayerProblem(objectives.regression(), teacher, hT, hS)
+    student = _student(teacher, w)
+    assert problem.loss(w) == pytest.approx(float(F.mse_loss(student(hS), teacher(hT))), rel=1e-5)
+
+
+def test_bias_or_groups_are_refused():
+    conv = nn.Conv2d(2, 2, 3, bias=True)
+    with pytest.raises(ValueError, match="bias-free"):
+        LayerProblem(objectives.regression(), conv, torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))

@@ -1,0 +1,177 @@
+"""The layer-wise engine: :func:`compress` a teacher into a student with few images.
+
+The student starts as a copy of the teacher. Conv sites are processed front to back; for each
+site the teacher's input ``hT`` and the (already partly compressed) student's input ``hS`` are
+captured on the few-shot images, the site's weights are fitted to the objective (with the
+pruning target, if any) and frozen. A callback receives each layer's record as soon as the
+layer is done, so a notebook can redraw a per-layer plot live. Finally pruned channels are
+removed, giving a physically smaller network.
+
+Batch normalisation is an explicit choice (METHOD.md, "Batch normalisation"), recorded in the
+result: ``"reestimate"`` (default), ``"keep"`` or ``"train"`` (see :data:`xdnb.sites.BN_DESCRIPTIONS`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import objectives as objectives_
+from . import pruning as pruning_
+from .progress import progress
+from .quadratic import LayerProblem, check_conv
+from .sites import check_bn_mode, capture_input, find_sites, reestimate_bn
+from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, WeightTarget, fit
+
+
+@dataclass
+class Compressed:
+    """The outcome of :func:`compress`.
+
+    ``student``: the compressed network (physically smaller for structured pruning, zeros in place
+    for unstructured); ``masked_student``: the same network at the teacher's width with pruned
+    channels zeroed (what per-layer metrics compare against the teacher); ``history``: one record
+    per site (see :func:`layer_record`); ``kept_channels``: site -> kept input channels (teacher
+    numbering); ``masks``: site -> bool weight mask (unstructured); ``config``: what was run.
+    """
+
+    student: nn.Module
+    masked_student: nn.Module
+    history: list[dict]
+    kept_channels: dict[str, list[int]] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def layer_record(teacher_conv: nn.Conv2d, student_conv: nn.Conv2d, hT: torch.Tensor, hS: torch.Tensor) -> dict:
+    """Per-layer errors of a (teacher, student) conv pair on inputs ``hT``, ``hS`` (N, C_in, H, W).
+
+    Keys (all MSEs of pre-activation outputs): ``estimation_error`` L^r = ‖WT*hT − WS*hS‖²,
+    ``relative_error`` = L^r / mean((WT*hT)²), ``correction`` L^c, ``imitation`` L^i,
+    ``eps_S`` = ‖WS*hT − WS*hS‖², ``eps_T`` = ‖WT*hT − WT*hS‖².
+    """
+    tT, tS = teacher_conv(hT), teacher_conv(hS)
+    sT, sS = student_conv(hT), student_conv(hS)
+    est = float(F.mse_loss(sS, tT))
+    return {
+        "estimation_error": est,
+        "relative_error": est / max(float(tT.pow(2).mean()), 1e-30),
+        "correction": float(F.mse_loss(sT, tT)),
+        "imitation": float(F.mse_loss(sS, tS)),
+        "eps_S": float(F.mse_loss(sT, sS)),
+        "eps_T": float(F.mse_loss(tT, tS)),
+    }
+
+
+def _target_for(plan, site, conv: nn.Conv2d):
+    if isinstance(plan, pruning_.ChannelPruning) and site.name in plan.keep:
+        return ChannelTarget(plan.keep[site.name])
+    if isinstance(plan, pruning_.WeightPruning):
+        return WeightTarget(plan.kept_weights(conv.weight.numel()))
+    return None
+
+
+def compress(
+    teacher: nn.Module,
+    images: torch.Tensor,
+    objective="cross",
+    *,
+    mu: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    pruning=None,
+    solver: str = "lstsq",
+    bn: str = "reestimate",
+    ridge: float = DEFAULT_RIDGE,
+    rounds: int = DEFAULT_ROUNDS,
+    steps: int = REFERENCE_STEPS,
+    lr: float = REFERENCE_LR,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    callback: Callable[[dict], None] | None = None,
+    show_progress: bool = True,
+) -> Compressed:
+    """Compress ``teacher`` layer by layer on the few-shot ``images`` (N, C, H, W).
+
+    ``objective``: a name (``regression``, ``correction``, ``imitation``, ``cross`` with ``mu``,
+    ``soft`` with ``alpha``, ``beta``) or an :class:`~xdnb.objectives.Objective`. ``pruning``: a
+    plan from :mod:`xdnb.pruning`, a spec string (``"VGG-A"``, ``"keep:0.5"``, ``"sparse:0.9"``)
+    or ``None`` (refit only). ``solver``: ``lstsq`` (``ridge``, ``rounds``), ``reference`` or
+    ``proximal`` (``steps``, ``lr``). ``bn``: ``reestimate``, ``keep`` or ``train``.
+    ``batch_size``: images per forward pass (``None`` = all at once). ``callback(record)`` runs
+    after every layer. The teacher is not modified.
+    """
+    started = time.perf_counter()
+    objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
+    check_bn_mode(bn)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    device = torch.device(device) if device is not None else next(teacher.parameters()).device
+    teacher = copy.deepcopy(teacher).to(device).eval()  # never touch the caller's teacher
+    student = copy.deepcopy(teacher)
+    images = images.to(device)
+    plan = pruning_.parse(teacher, pruning) if isinstance(pruning, str) or pruning is None else pruning
+    sites = find_sites(student)
+    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    capture_mode = "batch" if bn == "train" else "eval"
+    options = {"ridge": ridge, "rounds": rounds, "steps": steps, "lr": lr}
+
+    history, kept_channels, masks = [], {}, {}
+    for index, site in enumerate(progress(sites, desc=f"compressing ({objective})", enabled=show_progress)):
+        layer_started = time.perf_counter()
+        teacher_conv, student_conv = teacher_modules[site.name], student_modules[site.name]
+        check_conv(teacher_conv, site.name)
+        hT = capture_input(teacher, site.name, images, batch_size, capture_mode)
+        hS = capture_input(student, site.name, images, batch_size, capture_mode)
+        problem = LayerProblem(objective, teacher_conv, hT, hS)
+        target = _target_for(plan, site, teacher_conv)
+        with torch.no_grad():
+            before = float(objective(teacher_conv, teacher_conv, hT, hS))
+        result = fit(solver, problem, target, **options)
+        with torch.no_grad():
+            student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))
+        if result.channels is not None:
+            kept_channels[site.name] = result.channels.tolist()
+        if result.mask is not None:
+            masks[site.name] = result.mask.reshape(student_conv.weight.shape).cpu()
+        if bn == "reestimate" and site.bn is not None:
+            reestimate_bn(student, images, [site.bn], batch_size)
+        with torch.no_grad():
+            after = float(objective(teacher_conv, student_conv, hT, hS))
+        record = {
+            "layer": site.name,
+            "index": index,
+            "in_channels": teacher_conv.in_channels,
+            "kept_channels": len(result.channels) if result.channels is not None else teacher_conv.in_channels,
+            "sparsity": pruning_.sparsity_of(student_conv.weight),
+            "objective_before": before,
+            "objective_after": after,
+            **layer_record(teacher_conv, student_conv, hT, hS),
+            "seconds": time.perf_counter() - layer_started,
+        }
+        del problem, hT, hS
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    if bn in ("reestimate", "train"):
+        reestimate_bn(student, images, None, batch_size)
+    masked = student
+    compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels) if kept_channels else copy.deepcopy(student)
+    config = {
+        **objective.describe(),
+        "solver": solver,
+        "bn": bn,
+        "pruning": None if plan is None else plan.scheme,
+        "pruning_kind": None if plan is None else plan.kind,
+        "images": len(images),
+        **({"ridge": ridge, "rounds": rounds} if solver == "lstsq" else {"steps": steps} if solver == "proximal" else {"steps": steps, "lr": lr}),
+    }
+    return Compressed(compact.eval(), masked.eval(), history, kept_channels, masks, config, time.perf_counter() - started)

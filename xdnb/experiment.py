@@ -1,0 +1,222 @@
+"""One compression run from a plain configuration: :class:`RunConfig` -> :func:`run` -> :class:`Result`.
+
+A run loads the dataset and the teacher, draws the K-shot set (seeded; the indices are kept in
+the result), compresses with a distillation objective or a baseline, optionally fine-tunes,
+and measures teacher and student accuracy, parameters, FLOPs and time. Everything in a
+:class:`Result` is JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import __version__, data, distill, metrics, models, objectives, pruning
+from .finetune import finetune
+from .sites import check_bn_mode
+from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, SOLVERS
+
+ARCHS = ("digits", "vgg16", "resnet34")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers.
+
+    ``data``: a dataset spec of :func:`xdnb.data.load` (``digits``, ``cifar10:ROOT``,
+    ``cifar10-folder:ROOT``, ``imagenet:ROOT``). ``arch``: ``digits``, ``vgg16`` or ``resnet34``;
+    ``teacher``: a checkpoint path (required for vgg16; optional otherwise). ``method``: an
+    objective (``regression``, ``correction``, ``imitation``, ``cross``, ``soft``) or a
+    baseline of :mod:`xdnb.baselines`. ``pruning``: a spec of :func:`xdnb.pruning.parse`.
+    ``k``: images per class; ``seed``: K-shot draw (and anything random in the method).
+    ``test_limit``: evaluate on a seeded subset of this many test images (``None`` = all).
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (a GPU when present).
+    """
+
+    data: str = "digits"
+    arch: str = "digits"
+    teacher: str | None = None
+    method: str = "cross"
+    mu: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    pruning: str | None = "keep:0.5"
+    k: int = 5
+    seed: int = 0
+    solver: str = "lstsq"
+    bn: str = "reestimate"
+    ridge: float = DEFAULT_RIDGE
+    rounds: int = DEFAULT_ROUNDS
+    steps: int = REFERENCE_STEPS
+    lr: float = REFERENCE_LR
+    finetune_steps: int = 0
+    batch_size: int | None = None
+    test_limit: int | None = None
+    device: str = "auto"
+    options: dict = field(default_factory=dict, hash=False)
+
+    def validate(self) -> "RunConfig":
+        """Raise ValueError on a bad field (naming it and what is allowed); return self."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.method not in methods():
+            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(methods())}")
+        if self.method in objectives.OBJECTIVES:
+            objectives.get(self.method, mu=self.mu, alpha=self.alpha, beta=self.beta)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        check_bn_mode(self.bn)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.arch == "vgg16" and not self.teacher:
+            raise ValueError("arch 'vgg16' needs teacher=PATH (a network-slimming VGG-16 checkpoint)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown RunConfig field {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass
+class Result:
+    """A finished run (JSON-serialisable through :meth:`to_dict`)."""
+
+    config: dict
+    teacher_accuracy: float
+    student_accuracy: float
+    teacher_size: dict
+    student_size: dict
+    history: list[dict]
+    few_shot_indices: list[int]
+    kept_channels: dict
+    method_config: dict
+    seconds: float
+    total_seconds: float
+    versions: dict
+    #: the compressed network itself (not serialised; ``None`` for results read back from JSON)
+    student: object = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "student"}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Result":
+        return cls(**values)
+
+
+def methods() -> tuple[str, ...]:
+    """Every method name :func:`run` accepts: the objectives, then the baselines."""
+    try:
+        from .baselines import METHODS as baseline_methods
+    except ImportError:  # the baselines module is optional while it is being built
+        baseline_methods = ()
+    return tuple(objectives.OBJECTIVES) + tuple(baseline_methods)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def versions() -> dict:
+    import torchvision
+
+    return {"xdnb": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+
+@functools.lru_cache(maxsize=4)
+def _test_set(spec: str, limit: int | None):
+    dataset = data.load(spec, "test")
+    indices = None
+    if limit is not None and limit < len(dataset):
+        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].sort().values.tolist()
+    return data.stack(dataset, indices, desc="loading test images")
+
+
+@functools.lru_cache(maxsize=4)
+def _train_set(spec: str):
+    return data.load(spec, "train")
+
+
+def load_teacher(config: RunConfig):
+    """The teacher of ``config`` (eval mode, CPU)."""
+    if config.arch == "digits":
+        return models.teacher("digits", checkpoint=config.teacher)
+    return models.teacher(config.arch, checkpoint=config.teacher)
+
+
+@functools.lru_cache(maxsize=4)
+def _teacher_accuracy(arch: str, teacher: str | None, spec: str, limit: int | None, device: str) -> float:
+    model = load_teacher(RunConfig(data=spec, arch=arch, teacher=teacher)).to(device)
+    x_test, y_test = _test_set(spec, limit)
+    return metrics.accuracy(model, x_test, y_test)
+
+
+def input_shape(config: RunConfig, images: torch.Tensor) -> tuple[int, ...]:
+    return tuple(images.shape[1:])
+
+
+def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
+    """Execute one run (see module docstring)."""
+    config.validate()
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    teacher = load_teacher(config).to(device)
+    train = _train_set(config.data)
+    indices = data.few_shot(train, config.k, config.seed)
+    images, labels = data.stack(train, indices, desc="loading few-shot images")
+    plan = pruning.parse(teacher, config.pruning)
+    compress_started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    if config.method in objectives.OBJECTIVES:
+        outcome = distill.compress(
+            teacher, images, config.method, mu=config.mu, alpha=config.alpha, beta=config.beta, pruning=plan,
+            solver=config.solver, bn=config.bn, ridge=config.ridge, rounds=config.rounds, steps=config.steps,
+            lr=config.lr, batch_size=config.batch_size, device=device, callback=callback, show_progress=show_progress,
+        )
+    else:
+        from . import baselines
+
+        outcome = baselines.run(config.method, teacher, images, labels, plan, seed=config.seed, device=device,
+                                batch_size=config.batch_size, callback=callback, show_progress=show_progress,
+                                **config.options)
+    student = outcome.student
+    if config.finetune_steps:
+        student = finetune(student, images, labels, steps=config.finetune_steps, masks=outcome.masks or None,
+                           seed=config.seed, show_progress=show_progress)
+    seconds = time.perf_counter() - compress_started
+    x_test, y_test = _test_set(config.data, config.test_limit)
+    shape = input_shape(config, images)
+    return Result(
+        config=config.to_dict(),
+        teacher_accuracy=_teacher_accuracy(config.arch, config.teacher, config.data, config.test_limit, str(device)),
+        student_accuracy=metrics.accuracy(student, x_test, y_test),
+        teacher_size={**pruning.count_params(teacher), **{f"flops_{k}": v for k, v in pruning.count_flops(teacher, shape).items()}},
+        student_size={**pruning.count_params(student), **{f"flops_{k}": v for k, v in pruning.count_flops(student, shape).items()}},
+        history=outcome.history,
+        few_shot_indices=list(indices),
+        kept_channels=outcome.kept_channels,
+        method_config=outcome.config,
+        seconds=seconds,
+        total_seconds=time.perf_counter() - started,
+        versions=versions(),
+        student=student.cpu().eval(),
+    )

@@ -1,0 +1,97 @@
+"""Measurements: top-1 accuracy, per-layer estimation error and inconsistencies, the bound.
+
+Per-layer quantities compare a teacher with a student *of the same width* (pass
+``Compressed.masked_student``, where pruned channels are zeroed rather than removed) on any image
+set: the few-shot images the student was fitted on, or held-out images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .distill import layer_record
+from .progress import progress
+from .sites import capture_input, find_sites
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` in eval mode on ``images`` (N, C, H, W)."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start:start + batch_size].to(device))
+        correct += int((logits.argmax(1).cpu() == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(labels), 1)
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, dataset, batch_size: int = 500) -> float:
+    """Top-1 accuracy over a dataset that yields ``(image, label)`` (decoded in batches)."""
+    from torch.utils.data import DataLoader
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = total = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for x, y in progress(loader, desc="evaluating", total=len(loader)):
+        correct += int((model(x.to(device)).argmax(1).cpu() == torch.as_tensor(y)).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> list[dict]:
+    """Per-site errors of ``student`` against ``teacher`` on ``images`` (eval-mode BN).
+
+    One dict per conv site, front to back, with ``layer``, ``index`` and the keys of
+    :func:`xdnb.distill.layer_record` (estimation error L^r, relative error, L^c, L^i, eps_S,
+    eps_T) plus ``bound``: ``2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)`` at mu = 0.5
+    (see :func:`bound`). Raises ValueError if the widths differ (pass the masked student).
+    """
+    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    rows = []
+    for index, site in enumerate(find_sites(teacher)):
+        t_conv, s_conv = teacher_modules[site.name], student_modules.get(site.name)
+        if s_conv is None or s_conv.weight.shape != t_conv.weight.shape:
+            got = None if s_conv is None else tuple(s_conv.weight.shape)
+            raise ValueError(
+                f"student layer {site.name} has weight shape {got}, teacher {tuple(t_conv.weight.shape)}: "
+                "per-layer errors need the same width (use Compressed.masked_student)"
+            )
+        hT = capture_input(teacher, site.name, images, batch_size)
+        hS = capture_input(student, site.name, images, batch_size)
+        record = layer_record(t_conv, s_conv, hT, hS)
+        record["bound"] = bound(record, 0.5)
+        rows.append({"layer": site.name, "index": index, **record})
+    return rows
+
+
+def bound(record: dict, mu: float) -> float:
+    """The METHOD.md bound on the estimation error for one layer's record:
+    ``L^r <= 2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)``. It follows from
+    ``sqrt(L^r) <= sqrt(L^c) + sqrt(eps_S)`` and ``sqrt(L^r) <= sqrt(L^i) + sqrt(eps_T)``."""
+    return 2 * (mu * record["correction"] + (1 - mu) * record["imitation"]) + 2 * (
+        mu * record["eps_S"] + (1 - mu) * record["eps_T"]
+    )
+
+
+def bound_holds(record: dict, mu: float, rtol: float = 1e-6) -> bool:
+    """Whether both square-root inequalities and the combined bound hold for ``record``."""
+    lr = math.sqrt(record["estimation_error"])
+    slack = rtol * (1 + lr)
+    return (
+        lr <= math.sqrt(record["correction"]) + math.sqrt(record["eps_S"]) + slack
+        and lr <= math.sqrt(record["imitation"]) + math.sqrt(record["eps_T"]) + slack
+        and record["estimation_error"] <= bound(record, mu) * (1 + rtol) + rtol
+    )

@@ -1,0 +1,209 @@
+"""Solvers that fit one layer's weights to a :class:`~xdnb.quadratic.LayerProblem`.
+
+All three take the same arguments and return a :class:`Fit`:
+
+- ``lstsq`` (the fast default): for a fixed mask every objective is a linear least-squares
+  problem, solved in closed form with a ridge towards the teacher's weights. Channels (or
+  weights) are selected by the same hard projection as the reference, over a few rounds with a
+  linearly falling budget, each round re-solving on the surviving channels.
+- ``reference``: the authors' protocol: Adam for ``steps`` steps (lr 5e-4); with pruning, the
+  kept budget falls linearly to the target over the first third by hard projection onto the
+  largest groups (zeroed groups never return); then the mask is frozen and the lr drops 10x.
+- ``proximal``: the paper's formulation ``min f(W) + lambda·R(W)``: proximal gradient steps
+  (group lasso for channels, L1 for weights) with lambda raised linearly until the target is
+  reached, then the mask is frozen and plain gradient steps continue.
+
+A *target* is ``None`` (refit at full width), a :class:`ChannelTarget` (keep that many input
+channels) or a :class:`WeightTarget` (keep that many weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .pruning import (columns_of, group_norms, group_soft_threshold, keep_top_channels, keep_top_weights,
+                      linear_budget, soft_threshold)
+from .quadratic import LayerProblem
+
+SOLVERS = ("lstsq", "reference", "proximal")
+#: The reference code's CIFAR protocol.
+REFERENCE_STEPS = 3000
+REFERENCE_LR = 5e-4
+DEFAULT_RIDGE = 1e-3
+DEFAULT_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class ChannelTarget:
+    keep: int
+
+
+@dataclass(frozen=True)
+class WeightTarget:
+    keep: int
+
+
+@dataclass
+class Fit:
+    """A fitted layer: ``weight`` (C_out, D); ``channels``: kept input channels (structured) or
+    ``None``; ``mask``: (C_out, D) bool of kept weights (unstructured) or ``None``."""
+
+    weight: torch.Tensor
+    channels: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+def _check_target(problem: LayerProblem, target) -> None:
+    c_in = problem.dim // problem.group_size
+    if isinstance(target, ChannelTarget) and not 1 <= target.keep <= c_in:
+        raise ValueError(f"cannot keep {target.keep} of {c_in} input channels")
+    if isinstance(target, WeightTarget) and not 1 <= target.keep <= problem.dim * problem.c_out:
+        raise ValueError(f"cannot keep {target.keep} of {problem.dim * problem.c_out} weights")
+
+
+def fit_lstsq(problem: LayerProblem, target=None, *, ridge: float = DEFAULT_RIDGE, rounds: int = DEFAULT_ROUNDS, **_) -> Fit:
+    """Closed-form fit; with a target, ``rounds`` projection rounds with a linearly falling budget."""
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    _check_target(problem, target)
+    g = problem.group_size
+    c_in = problem.dim // g
+    if target is None:
+        return Fit(problem.solve(None, ridge), info={"solves": 1})
+    if isinstance(target, ChannelTarget):
+        kept = torch.arange(c_in, device=problem.teacher_weight.device)
+        weight = problem.solve(None, ridge)
+        for r in range(1, rounds + 1):
+            kept = keep_top_channels(weight, kept, linear_budget(c_in, target.keep, r, rounds), g)
+            weight = problem.solve(columns_of(kept, g), ridge)
+        return Fit(weight, channels=kept, info={"solves": rounds + 1})
+    mask = torch.ones_like(problem.teacher_weight, dtype=torch.bool)
+    weight = problem.solve(None, ridge)
+    total = mask.numel()
+    for r in range(1, rounds + 1):
+        mask = keep_top_weights(weight, mask, linear_budget(total, target.keep, r, rounds))
+        weight = problem.solve_masked(mask, max(ridge, 1e-12))
+    return Fit(weight * mask, mask=mask, info={"solves": rounds + 1})
+
+
+def _project(weight, target, kept, mask, budget, g):
+    """Hard projection of ``weight`` to ``budget`` channels / weights; returns the new kept set."""
+    if isinstance(target, ChannelTarget):
+        return keep_top_channels(weight, kept, budget, g), mask
+    return kept, keep_top_weights(weight, mask, budget)
+
+
+def _support(problem, target, kept, mask, g):
+    """A (1, D) or (C_out, D) float multiplier that zeroes everything pruned."""
+    if isinstance(target, ChannelTarget):
+        column = torch.zeros(problem.dim, dtype=problem.teacher_weight.dtype, device=problem.teacher_weight.device)
+        column[columns_of(kept, g)] = 1.0
+        return column[None, :]
+    if isinstance(target, WeightTarget):
+        return mask.to(problem.teacher_weight.dtype)
+    return None
+
+
+def _result(weight, target, kept, mask, info) -> Fit:
+    if isinstance(target, ChannelTarget):
+        return Fit(weight, channels=kept, info=info)
+    if isinstance(target, WeightTarget):
+        return Fit(weight, mask=mask, info=info)
+    return Fit(weight, info=info)
+
+
+def fit_reference(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS, lr: float = REFERENCE_LR, **_) -> Fit:
+    """Adam from the teacher's weights; annealed hard projection over the first ``steps // 3``."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    _check_target(problem, target)
+    g = problem.group_size
+    c_in = problem.dim // g
+    weight = problem.teacher_weight.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weight], lr=lr)
+    rhs_t = problem.rhs_t(weight.dtype)
+    ramp = steps // 3
+    kept = torch.arange(c_in, device=weight.device)
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    total = c_in if isinstance(target, ChannelTarget) else mask.numel()
+    support = _support(problem, target, kept, mask, g)
+    for step in range(steps):
+        with torch.no_grad():
+            weight.grad = problem.grad(weight, rhs_t)
+        optimizer.step()
+        with torch.no_grad():
+            if target is not None and step < ramp:
+                kept, mask = _project(weight, target, kept, mask, linear_budget(total, target.keep, step + 1, ramp), g)
+                support = _support(problem, target, kept, mask, g)
+            if support is not None:
+                weight.mul_(support)
+        if step + 1 == ramp:
+            for group in optimizer.param_groups:
+                group["lr"] = lr / 10
+    if target is not None and ramp == 0:
+        kept, mask = _project(weight.detach(), target, kept, mask, target.keep, g)
+        support = _support(problem, target, kept, mask, g)
+    final = weight.detach() if support is None else weight.detach() * support
+    return _result(final, target, kept, mask, {"steps": steps, "lr": lr})
+
+
+def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS, **_) -> Fit:
+    """Proximal gradient (step 1/L) from the teacher's weights. lambda rises linearly over the first
+    third from 0 to the value that zeroes everything (group lasso or L1); once at most the target
+    survives, the largest ``target`` groups (weights) are frozen as the mask and gradient steps
+    continue without the penalty."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    _check_target(problem, target)
+    g = problem.group_size
+    c_in = problem.dim // g
+    lipschitz = problem.lipschitz()
+    step_size = 1.0 / lipschitz if lipschitz > 0 else 0.0
+    rhs_t = problem.rhs_t(problem.teacher_weight.dtype)
+    weight = problem.teacher_weight.clone()
+    kept = torch.arange(c_in, device=weight.device)
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    grad_at_zero = -rhs_t * (2.0 / problem.n)
+    if isinstance(target, ChannelTarget):
+        lam_max = float(group_norms(grad_at_zero, g).max())
+    else:
+        lam_max = float(grad_at_zero.abs().max())
+    ramp = max(1, steps // 3)
+    frozen = target is None
+    support = None
+    lam_at_freeze = None
+    for step in range(steps):
+        moved = weight - step_size * problem.grad(weight, rhs_t)
+        if frozen:
+            weight = moved if support is None else moved * support
+            continue
+        lam = lam_max * min(1.0, (step + 1) / ramp)
+        if isinstance(target, ChannelTarget):
+            shrunk = group_soft_threshold(moved, step_size * lam, g)
+            alive = int((group_norms(shrunk, g) > 0).sum())
+        else:
+            shrunk = soft_threshold(moved, step_size * lam)
+            alive = int((shrunk != 0).sum())
+        if alive <= target.keep or step + 1 >= ramp:
+            # freeze: the target's largest groups/weights of the un-shrunk step
+            kept, mask = _project(moved, target, kept, mask, target.keep, g)
+            support = _support(problem, target, kept, mask, g)
+            weight, frozen, lam_at_freeze = moved * support, True, lam
+        else:
+            weight = shrunk
+    return _result(weight, target, kept, mask, {"steps": steps, "lambda_at_freeze": lam_at_freeze, "lipschitz": lipschitz})
+
+
+FIT_FUNCTIONS = {"lstsq": fit_lstsq, "reference": fit_reference, "proximal": fit_proximal}
+
+
+def fit(solver: str, problem: LayerProblem, target=None, **options) -> Fit:
+    """Fit one layer with the named solver (``lstsq``, ``reference``, ``proximal``)."""
+    if solver not in FIT_FUNCTIONS:
+        raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}")
+    return FIT_FUNCTIONS[solver](problem, target, **options)
