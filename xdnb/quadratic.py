@@ -169,7 +169,7 @@ class LayerProblem:
             v = gv / top
         return 2.0 * top / self.n * 1.01
 
-    def solve(self, columns: torch.Tensor | None = None, ridge: float = 1e-3, anchor: torch.Tensor | None = None) -> torch.Tensor:
+    def solve(self, columns: torch.Tensor | None = None, ridge: float = 0.1, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Closed-form minimiser of ``f(W) + ρ‖W − anchor‖²`` with W zero outside ``columns``.
 
         ``columns``: indices (into D) of the free columns, shared by all output channels (a
@@ -196,7 +196,7 @@ class LayerProblem:
         w[:, columns] = a + delta_t.T
         return w.to(anchor.dtype)
 
-    def solve_masked(self, mask: torch.Tensor, ridge: float = 1e-3, anchor: torch.Tensor | None = None,
+    def solve_masked(self, mask: torch.Tensor, ridge: float = 0.1, anchor: torch.Tensor | None = None,
                      iterations: int = 200, tol: float = 1e-10) -> torch.Tensor:
         """Minimise ``f(W) + ρ‖W − anchor‖²`` with W zero where ``mask`` (C_out, D) is False.
 
