@@ -135,3 +135,32 @@ def test_layer_errors_on_held_out_images(digits_teacher, digits_data, few_shot_5
     assert sum(r["relative_error"] for r in train_rows) < sum(r["relative_error"] for r in test_rows)
     with pytest.raises(ValueError, match="masked_student"):
         metrics.layer_errors(digits_teacher, result.student, x_test)
+
+
+@pytest.mark.parametrize("bn_mode,batch_size", [("eval", None), ("batch", None), ("eval", 7)])
+def test_streamed_site_inputs_equal_fresh_captures_after_updates(bn_mode, batch_size, digits_teacher, few_shot_5):
+    from xdnb.sites import SiteInputs, capture_input, find_sites
+
+    images, _ = few_shot_5
+    model = copy.deepcopy(digits_teacher)
+    sites = find_sites(model)
+    stream = SiteInputs(model, sites, images, batch_size, bn_mode)
+    assert stream.chain is not None
+    for i, site in enumerate(sites):
+        fresh = capture_input(model, site.name, images, batch_size, bn_mode)
+        assert torch.allclose(stream.input(i), fresh, atol=1e-5), site.name
+        with torch.no_grad():  # update this layer: the next input must reflect it
+            model.get_submodule(site.name).weight.mul_(0.8)
+            model.get_submodule(site.bn).running_mean.add_(0.1)
+
+
+def test_progressive_bn_statistics_equal_a_fresh_reestimation(digits_teacher, few_shot_5):
+    images, _ = few_shot_5
+    result = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", bn="reestimate")
+    fresh = copy.deepcopy(result.masked_student)
+    reestimate_bn(fresh, images)
+    for name in batch_norms(fresh):
+        ours, theirs = result.masked_student.get_submodule(name), fresh.get_submodule(name)
+        assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-4), name
+        assert torch.allclose(ours.running_var, theirs.running_var, rtol=1e-4, atol=1e-5), name
+    assert not torch.allclose(fresh.feature[1].running_mean, digits_teacher.feature[1].running_mean)

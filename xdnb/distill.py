@@ -24,9 +24,10 @@ from torch.nn import functional as F
 
 from . import objectives as objectives_
 from . import pruning as pruning_
+from . import quantize as quantize_
 from .progress import progress
 from .quadratic import LayerProblem, check_conv
-from .sites import check_bn_mode, capture_input, find_sites, reestimate_bn
+from .sites import SiteInputs, batch_norms, check_bn_mode, find_sites, reestimate_bn, set_bn_statistics
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, WeightTarget, fit
 
 
@@ -58,17 +59,36 @@ def layer_record(teacher_conv: nn.Conv2d, student_conv: nn.Conv2d, hT: torch.Ten
     ``relative_error`` = L^r / mean((WT*hT)²), ``correction`` L^c, ``imitation`` L^i,
     ``eps_S`` = ‖WS*hT − WS*hS‖², ``eps_T`` = ‖WT*hT − WT*hS‖².
     """
-    tT, tS = teacher_conv(hT), teacher_conv(hS)
-    sT, sS = student_conv(hT), student_conv(hS)
+    return record_from_outputs(teacher_conv(hT), teacher_conv(hS), student_conv(hT), student_conv(hS))
+
+
+@torch.no_grad()
+def record_from_outputs(tT: torch.Tensor, tS: torch.Tensor, sT: torch.Tensor, sS: torch.Tensor) -> dict:
+    """:func:`layer_record` from the four conv outputs ``WT*hT, WT*hS, WS*hT, WS*hS``.
+    ``output_power`` = mean((WT*hT)²), the scale that turns any of the errors into a relative one."""
     est = float(F.mse_loss(sS, tT))
+    power = float(tT.pow(2).mean())
     return {
         "estimation_error": est,
-        "relative_error": est / max(float(tT.pow(2).mean()), 1e-30),
+        "relative_error": est / max(power, 1e-30),
         "correction": float(F.mse_loss(sT, tT)),
         "imitation": float(F.mse_loss(sS, tS)),
         "eps_S": float(F.mse_loss(sT, sS)),
         "eps_T": float(F.mse_loss(tT, tS)),
+        "output_power": power,
     }
+
+
+@torch.no_grad()
+def objective_value(objective: objectives_.Objective, tT, tS, sT, sS) -> float:
+    """The objective's value from the four conv outputs: convolution is linear in its input, so
+    ``W * (a·hT + b·hS) = a·(W*hT) + b·(W*hS)`` and no further convolution is needed."""
+    total = 0.0
+    for term in objective.terms:
+        if term.weight != 0.0:
+            target = objectives_.mix(term.teacher_mix, tT, tS)
+            total += term.weight * float(F.mse_loss(objectives_.mix(term.student_mix, sT, sS), target))
+    return total
 
 
 def _target_for(plan, site, conv: nn.Conv2d):
@@ -88,6 +108,7 @@ def compress(
     alpha: float | None = None,
     beta: float | None = None,
     pruning=None,
+    quantize=None,
     solver: str = "lstsq",
     bn: str = "reestimate",
     ridge: float = DEFAULT_RIDGE,
@@ -107,7 +128,10 @@ def compress(
     or ``None`` (refit only). ``solver``: ``lstsq`` (``ridge``, ``rounds``), ``reference`` or
     ``proximal`` (``steps``, ``lr``). ``bn``: ``reestimate``, ``keep`` or ``train``.
     ``batch_size``: images per forward pass (``None`` = all at once). ``callback(record)`` runs
-    after every layer. The teacher is not modified.
+    after every layer. The teacher is not modified. ``quantize``: ``None``, a bit width, a dict
+    such as ``{"bits": 2, "quantizer": "ste", "granularity": "channel"}`` or a
+    :class:`~xdnb.quantize.Quantization`: each layer is fitted by ``solver`` first, then its weights
+    are fitted onto the k-bit grid (the first conv too, see :mod:`xdnb.quantize`).
     """
     started = time.perf_counter()
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
@@ -120,49 +144,65 @@ def compress(
     images = images.to(device)
     plan = pruning_.parse(teacher, pruning) if isinstance(pruning, str) or pruning is None else pruning
     sites = find_sites(student)
+    quant = quantize_.parse(quantize)
+    stems = quantize_.first_conv_sites(student, sites) if quant is not None and quant.first_conv else []
+    sites = stems + sites
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
     capture_mode = "batch" if bn == "train" else "eval"
     options = {"ridge": ridge, "rounds": rounds, "steps": steps, "lr": lr}
 
     history, kept_channels, masks = [], {}, {}
+    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
+    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
+    site_bns = {site.bn for site in sites}
+    all_bns = batch_norms(student)
+    if bn == "reestimate":
+        # BNs in front of the first site (the image conv's) normalise what every site sees
+        first_site_bn = next((i for i, name in enumerate(all_bns) if name in site_bns), len(all_bns))
+        reestimate_bn(student, images, [n for n in all_bns[:first_site_bn]], batch_size)
     for index, site in enumerate(progress(sites, desc=f"compressing ({objective})", enabled=show_progress)):
         layer_started = time.perf_counter()
         teacher_conv, student_conv = teacher_modules[site.name], student_modules[site.name]
         check_conv(teacher_conv, site.name)
-        hT = capture_input(teacher, site.name, images, batch_size, capture_mode)
-        hS = capture_input(student, site.name, images, batch_size, capture_mode)
-        problem = LayerProblem(objective, teacher_conv, hT, hS)
-        target = _target_for(plan, site, teacher_conv)
+        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
         with torch.no_grad():
-            before = float(objective(teacher_conv, teacher_conv, hT, hS))
+            tT, tS = teacher_conv(hT), teacher_conv(hS)
+        problem = LayerProblem(objective, teacher_conv, hT, hS, (tT, tS))
+        target = None if site in stems else _target_for(plan, site, teacher_conv)
         result = fit(solver, problem, target, **options)
+        if quant is not None:
+            result = quantize_.fit(quant.quantizer, problem, target, start=result, ridge=ridge, **quant.options())
+        del problem
         with torch.no_grad():
             student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))
+            sT, sS = student_conv(hT), student_conv(hS)
         if result.channels is not None:
             kept_channels[site.name] = result.channels.tolist()
         if result.mask is not None:
             masks[site.name] = result.mask.reshape(student_conv.weight.shape).cpu()
         if bn == "reestimate" and site.bn is not None:
-            reestimate_bn(student, images, [site.bn], batch_size)
-        with torch.no_grad():
-            after = float(objective(teacher_conv, student_conv, hT, hS))
+            # the BN's input is exactly this conv's output on the student's input
+            set_bn_statistics(student_modules[site.bn], sS)
         record = {
             "layer": site.name,
             "index": index,
             "in_channels": teacher_conv.in_channels,
             "kept_channels": len(result.channels) if result.channels is not None else teacher_conv.in_channels,
             "sparsity": pruning_.sparsity_of(student_conv.weight),
-            "objective_before": before,
-            "objective_after": after,
-            **layer_record(teacher_conv, student_conv, hT, hS),
+            "objective_before": objective_value(objective, tT, tS, tT, tS),
+            "objective_after": objective_value(objective, tT, tS, sT, sS),
+            **record_from_outputs(tT, tS, sT, sS),
             "seconds": time.perf_counter() - layer_started,
         }
-        del problem, hT, hS
+        del hT, hS, tT, tS, sT, sS
         history.append(record)
         if callback is not None:
             callback(record)
-    if bn in ("reestimate", "train"):
+    if bn == "train":
         reestimate_bn(student, images, None, batch_size)
+    elif bn == "reestimate":  # what is left: BNs after the last site (e.g. the classifier's)
+        done = set(all_bns[:first_site_bn]) | site_bns
+        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
     masked = student
     compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels) if kept_channels else copy.deepcopy(student)
     config = {
@@ -173,5 +213,6 @@ def compress(
         "pruning_kind": None if plan is None else plan.kind,
         "images": len(images),
         **({"ridge": ridge, "rounds": rounds} if solver == "lstsq" else {"steps": steps} if solver == "proximal" else {"steps": steps, "lr": lr}),
+        **({"quantize": quant.describe()} if quant is not None else {}),
     }
     return Compressed(compact.eval(), masked.eval(), history, kept_channels, masks, config, time.perf_counter() - started)

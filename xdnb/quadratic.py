@@ -18,6 +18,8 @@ deep layers: R̃ = R·terms < D).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -51,10 +53,12 @@ class LayerProblem:
     """The quadratic ``f(W)`` of one layer for a fixed objective and fixed inputs.
 
     Built from the teacher's conv, the objective and the captured inputs ``hT``, ``hS``
-    (N, C_in, H, W). ``W`` arguments are (C_out, D) float tensors on the problem's device.
+    (N, C_in, H, W); ``teacher_outputs`` = ``(WT*hT, WT*hS)`` if already computed. ``W``
+    arguments are (C_out, D) float tensors on the problem's device.
     """
 
-    def __init__(self, objective: Objective, teacher_conv: nn.Conv2d, hT: torch.Tensor, hS: torch.Tensor):
+    def __init__(self, objective: Objective, teacher_conv: nn.Conv2d, hT: torch.Tensor, hS: torch.Tensor,
+                 teacher_outputs: tuple[torch.Tensor, torch.Tensor] | None = None):
         check_conv(teacher_conv, "teacher layer")
         if hT.shape != hS.shape:
             raise ValueError(f"teacher and student inputs differ in shape: {tuple(hT.shape)} vs {tuple(hS.shape)}")
@@ -63,9 +67,11 @@ class LayerProblem:
         self.c_out, self.dim = self.teacher_weight.shape
         self.group_size = self.dim // teacher_conv.in_channels
         terms = [t for t in objective.terms if t.weight != 0.0]
-        with torch.no_grad():
-            # the teacher's two convolutions, once per layer: targets are mixtures of them
-            yT, yS = teacher_conv(hT), teacher_conv(hS)
+        if teacher_outputs is None:
+            with torch.no_grad():
+                # the teacher's two convolutions, once per layer: targets are mixtures of them
+                teacher_outputs = teacher_conv(hT), teacher_conv(hS)
+        yT, yS = teacher_outputs
         self.rows_per_term = yT.numel() // self.c_out
         self.n = self.rows_per_term * self.c_out
         self.terms = [(t.weight, t.teacher_mix, t.student_mix) for t in terms]
@@ -123,12 +129,30 @@ class LayerProblem:
             self._rhs = self.x_rows.double().T @ self.y_rows.double()
         return self._rhs
 
-    @property
+    @functools.cached_property
     def curvature_scale(self) -> float:
         """``tr(G)/D``: the mean curvature per weight, the unit of the ridge strength."""
         if self.keeps_rows:
             return float(self.x_rows.double().pow(2).sum()) / self.dim
         return float(torch.diagonal(self._gram).sum()) / self.dim
+
+    @functools.cached_property
+    def _kernel(self) -> torch.Tensor:
+        """``X̃X̃ᵀ`` (R̃, R̃) in float32 (raw-row form only)."""
+        return self.x_rows @ self.x_rows.T
+
+    def _restricted_kernel(self, columns: torch.Tensor) -> torch.Tensor:
+        """``X̃ₖX̃ₖᵀ`` for the columns ``columns``: from the full kernel minus the dropped columns
+        when fewer are dropped than kept (channel selection drops a few at a time)."""
+        if len(columns) == self.dim:
+            return self._kernel
+        dropped = torch.ones(self.dim, dtype=torch.bool, device=columns.device)
+        dropped[columns] = False
+        if int(dropped.sum()) < len(columns):
+            xd = self.x_rows[:, dropped]
+            return self._kernel - xd @ xd.T
+        xk = self.x_rows[:, columns]
+        return xk @ xk.T
 
     def apply_gram(self, w: torch.Tensor) -> torch.Tensor:
         """``W G`` (C_out, D) for ``W`` (C_out, D), through the cheaper of the two forms."""
@@ -183,11 +207,12 @@ class LayerProblem:
         rho = ridge * self.curvature_scale
         a = anchor[:, columns].double()
         if self.keeps_rows:
-            # dual form: Δᵀ = X̃ₖᵀ (X̃ₖX̃ₖᵀ + ρI)⁻¹ (Ỹ − X̃ₖ aᵀ), cost R̃²·D instead of D³
-            xk = self.x_rows[:, columns].double()
-            residual = self.y_rows.double() - xk @ a.T
-            kernel = xk @ xk.T
-            delta_t = xk.T @ _psd_solve(kernel, residual, rho)
+            # dual form: Δᵀ = X̃ₖᵀ (X̃ₖX̃ₖᵀ + ρI)⁻¹ (Ỹ − X̃ₖ aᵀ), cost R̃²·D instead of D³; the
+            # products in float32 (like the Gram form), the factorisation in float64
+            xk = self.x_rows[:, columns]
+            residual = self.y_rows.double() - (xk @ anchor[:, columns].T).double()
+            kernel = self._restricted_kernel(columns).double()
+            delta_t = (xk.T @ _psd_solve(kernel, residual, rho).to(xk.dtype)).double()
         else:
             gram = self.gram[columns][:, columns]
             residual = self.rhs[columns] - gram @ a.T

@@ -157,6 +157,59 @@ def capture_input(model: nn.Module, name: str, images: torch.Tensor, batch_size:
     return capture_inputs(model, [name], images, batch_size, bn_mode)[name]
 
 
+class SiteInputs:
+    """The input of each site of ``model`` on ``images``, asked for front to back.
+
+    In a VGG (one ``nn.Sequential`` chain) the input of site j is computed from the input of the
+    previous site by running only the modules in between, so compressing a network costs one
+    forward pass in total instead of one per site; elsewhere (ResNet) each request runs the
+    network up to the site. Either way the result is what :func:`capture_input` returns for the
+    model *as it is at request time* (an updated conv or BN upstream is taken into account, as
+    long as requests go front to back).
+    """
+
+    def __init__(self, model: nn.Module, sites: Sequence[Site], images: torch.Tensor, batch_size: int | None = None,
+                 bn_mode: str = "eval"):
+        from .models import VGG
+
+        self.model, self.images, self.batch_size, self.bn_mode = model, images, batch_size, bn_mode
+        self.names = [s.name for s in sites]
+        self.chain = None
+        if isinstance(model, VGG):
+            positions = {f"feature.{i}": i for i in range(len(model.feature))}
+            self.chain = [positions[n] for n in self.names]
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def input(self, index: int) -> torch.Tensor:
+        """The input (N, C_in, H, W) of site ``index``."""
+        if self.chain is None:
+            return capture_input(self.model, self.names[index], self.images, self.batch_size, self.bn_mode)
+        if self._last is None or self._last[0] > index:
+            h = capture_input(self.model, self.names[index], self.images, self.batch_size, self.bn_mode)
+        else:
+            start, h = self._last
+            segment = self.model.feature[self.chain[start]:self.chain[index]]
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with bn_batch_statistics(self.model) if self.bn_mode == "batch" else contextlib.nullcontext():
+                    h = torch.cat([segment(b) for b in _batches(h, self.batch_size)]) if index > start else h
+            finally:
+                self.model.train(was_training)
+        self._last = (index, h)
+        return h
+
+
+@torch.no_grad()
+def set_bn_statistics(bn: nn.Module, inputs: torch.Tensor) -> None:
+    """Set ``bn``'s running mean and (biased) variance to those of ``inputs`` (N, C, ...)."""
+    dims = [0] + list(range(2, inputs.ndim))
+    x64 = inputs.double()
+    bn.running_mean.copy_(x64.mean(dims).to(bn.running_mean.dtype))
+    bn.running_var.copy_(x64.var(dims, unbiased=False).to(bn.running_var.dtype))
+
+
 @torch.no_grad()
 def reestimate_bn(model: nn.Module, images: torch.Tensor, names: Sequence[str] | None = None,
                   batch_size: int | None = None) -> None:
@@ -174,8 +227,4 @@ def reestimate_bn(model: nn.Module, images: torch.Tensor, names: Sequence[str] |
         bn = modules[name]
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
             raise ValueError(f"{name!r} is not a batch-norm layer with running statistics")
-        x = capture_input(model, name, images, batch_size)
-        dims = [0] + list(range(2, x.ndim))
-        x64 = x.double()
-        bn.running_mean.copy_(x64.mean(dims).to(bn.running_mean.dtype))
-        bn.running_var.copy_(x64.var(dims, unbiased=False).to(bn.running_var.dtype))
+        set_bn_statistics(bn, capture_input(model, name, images, batch_size))
