@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -17,11 +20,14 @@ from dataclasses import dataclass, field
 import torch
 
 from . import __version__, data, distill, metrics, models, objectives, pruning
+from . import quantize as quantize_
 from .finetune import finetune
 from .sites import check_bn_mode
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, SOLVERS
 
 ARCHS = ("digits", "vgg16", "resnet34")
+_FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr")
+_QUANTIZE_DEFAULTS = ("ste", "channel", quantize_.DEFAULT_STEPS)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class RunConfig:
     ``k``: images per class; ``seed``: K-shot draw (and anything random in the method).
     ``test_limit``: evaluate on a seeded subset of this many test images (``None`` = all).
     ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (a GPU when present).
+    ``quantize``: weight bits (2..8) of every conv, fitted with ``quantizer`` (``ste``,
+    ``proxquant``, ``round``) at ``granularity`` (``channel``, ``tensor``) in ``quantize_steps``
+    steps per layer (objectives only; see :mod:`xdnb.quantize`); ``None`` = full precision.
     """
 
     data: str = "digits"
@@ -59,15 +68,29 @@ class RunConfig:
     test_limit: int | None = None
     device: str = "auto"
     options: dict = field(default_factory=dict, hash=False)
+    #: weight quantization (:mod:`xdnb.quantize`): bits (2..8) or None, and how it is fitted
+    quantize: int | None = None
+    quantizer: str = "ste"
+    granularity: str = "channel"
+    quantize_steps: int = quantize_.DEFAULT_STEPS
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError(f"data must be a dataset spec such as 'digits' or 'cifar10-folder:ROOT', got {self.data!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.method not in methods():
             raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(methods())}")
         if self.method in objectives.OBJECTIVES:
             objectives.get(self.method, mu=self.mu, alpha=self.alpha, beta=self.beta)
+        # a parameter the method ignores would make two identical runs look different (sweep keys)
+        if self.mu is not None and self.method != "cross":
+            raise ValueError(f"mu only applies to method 'cross', not {self.method!r}; leave mu=None")
+        if (self.alpha is not None or self.beta is not None) and self.method != "soft":
+            raise ValueError(f"alpha and beta only apply to method 'soft', not {self.method!r}; leave them None")
+        if self.pruning is not None and not isinstance(self.pruning, str):
+            raise ValueError(f"pruning must be a spec string (e.g. 'keep:0.5', 'VGG-A', 'sparse:0.9') or None, got {self.pruning!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         check_bn_mode(self.bn)
@@ -75,14 +98,63 @@ class RunConfig:
             raise ValueError(f"k must be a positive int, got {self.k!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        for name, low in (("rounds", 0), ("steps", 1), ("finetune_steps", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("batch_size", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        for name in ("ridge", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options must be a dict of JSON values, got {type(self.options).__name__}")
+        try:
+            json.dumps(self.options, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError(f"options must hold only JSON values (str, number, bool, None, list, dict), got {self.options!r}") from None
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.quantize is not None:
+            if self.method not in objectives.OBJECTIVES:
+                raise ValueError(f"quantize applies to the distillation objectives ({', '.join(objectives.OBJECTIVES)}), "
+                                 f"not the baseline {self.method!r}; leave quantize=None")
+            self.quantization()
+        elif (self.quantizer, self.granularity, self.quantize_steps) != _QUANTIZE_DEFAULTS:
+            raise ValueError("quantizer, granularity and quantize_steps only apply with quantize=BITS; "
+                             f"got quantize=None with {self.quantizer!r}, {self.granularity!r}, {self.quantize_steps!r}")
         if self.arch == "vgg16" and not self.teacher:
             raise ValueError("arch 'vgg16' needs teacher=PATH (a network-slimming VGG-16 checkpoint)")
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        """A stable 16-hex-digit hash of every field: equal configs give equal keys on any machine
+        and Python version (canonical JSON: sorted keys, ``repr`` floats). Sweeps use it to skip
+        finished runs. Float fields are compared as floats (``mu=1`` and ``mu=1.0`` share a key)."""
+        values = self.to_dict()
+        if values.get("quantize") is None:  # unquantized runs keep the keys they had before quantization existed
+            for name in ("quantize", "quantizer", "granularity", "quantize_steps"):
+                values.pop(name, None)
+        for name in _FLOAT_FIELDS:
+            if isinstance(values[name], int) and not isinstance(values[name], bool):
+                values[name] = float(values[name])
+        return config_key(values)
+
+    def quantization(self) -> "quantize_.Quantization | None":
+        """The :class:`~xdnb.quantize.Quantization` of this run (``None`` when not quantized)."""
+        if self.quantize is None:
+            return None
+        return quantize_.Quantization(self.quantize, self.quantizer, self.granularity, steps=self.quantize_steps)
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes).validate()
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -95,7 +167,14 @@ class RunConfig:
 
 @dataclass
 class Result:
-    """A finished run (JSON-serialisable through :meth:`to_dict`)."""
+    """A finished run (JSON-serialisable through :meth:`to_dict` / :meth:`to_json`).
+
+    Accuracies are fractions in [0, 1]; ``teacher_size``/``student_size``: ``params``, ``nonzero``,
+    ``flops_dense``, ``flops_effective``; ``history``: one record per layer (see
+    :func:`xdnb.distill.layer_record`); ``seconds``: compression (+ fine-tuning) time,
+    ``total_seconds``: the whole run; ``versions``: package versions, the device and torch's
+    thread count (numbers are reproducible on the same machine with the same thread count).
+    """
 
     config: dict
     teacher_accuracy: float
@@ -117,7 +196,46 @@ class Result:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Result":
+        fields = [f for f in dataclasses.fields(cls) if f.name != "student"]
+        if not isinstance(values, dict):
+            raise ValueError(f"a Result is read from a dict, got {type(values).__name__}")
+        missing = sorted(f.name for f in fields if f.name not in values)
+        unknown = sorted(set(values) - {f.name for f in fields})
+        if missing or unknown:
+            raise ValueError(f"not a Result: missing fields {missing}, unknown fields {unknown}")
         return cls(**values)
+
+    def to_json(self) -> str:
+        """One line of JSON (no NaN/inf: strict JSON that any reader accepts)."""
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Result":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def run_config(self) -> RunConfig:
+        """The :class:`RunConfig` this result came from."""
+        return RunConfig.from_dict(self.config)
+
+
+def config_key(config: dict) -> str:
+    """The stable key of a config dict (see :meth:`RunConfig.key`)."""
+    text = json.dumps(config, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def method_label(config: RunConfig | dict) -> str:
+    """A short row label: the method name, with ``mu`` for cross and ``alpha, beta`` for soft
+    (``cross mu=0.6``, ``soft a=0.5 b=0.5``); defaults are spelled out so labels never hide them."""
+    values = config.to_dict() if isinstance(config, RunConfig) else config
+    method = values["method"]
+    if method == "cross":
+        mu = values.get("mu")
+        return f"cross mu={objectives.DEFAULT_MU if mu is None else mu:g}"
+    if method == "soft":
+        return f"soft a={values['alpha']:g} b={values['beta']:g}"
+    return method
 
 
 def methods() -> tuple[str, ...]:
@@ -191,6 +309,7 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
             teacher, images, config.method, mu=config.mu, alpha=config.alpha, beta=config.beta, pruning=plan,
             solver=config.solver, bn=config.bn, ridge=config.ridge, rounds=config.rounds, steps=config.steps,
             lr=config.lr, batch_size=config.batch_size, device=device, callback=callback, show_progress=show_progress,
+            quantize=config.quantization(),
         )
     else:
         from . import baselines
@@ -217,6 +336,6 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
         method_config=outcome.config,
         seconds=seconds,
         total_seconds=time.perf_counter() - started,
-        versions=versions(),
+        versions={**versions(), "device": str(device), "threads": torch.get_num_threads()},
         student=student.cpu().eval(),
     )
