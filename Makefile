@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= outputs
+WORKERS ?= 1
 
 .PHONY: test reproduce lab clean-venv
 
@@ -24,7 +25,7 @@ test: $(VENV)/.installed-test
 	XDNB_QUIET=1 $(BIN)/python -m pytest tests
 
 reproduce: $(VENV)/.installed-notebooks
-	$(BIN)/xdnb teacher digits
+	$(BIN)/xdnb reproduce digits --out $(OUT) --workers $(WORKERS)
 
 lab: $(VENV)/.installed-notebooks
 	$(BIN)/jupyter lab notebooks

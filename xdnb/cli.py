@@ -1,4 +1,5 @@
-"""Command line: ``xdnb teacher``, ``xdnb compress`` (thin wrappers over :mod:`xdnb.experiment`).
+"""Command line: ``xdnb teacher``, ``xdnb compress``, ``xdnb reproduce`` (thin wrappers over
+:mod:`xdnb.experiment` and :mod:`xdnb.presets`).
 
 Bad arguments end with one line ``xdnb: error: ...`` and exit status 2, not a traceback.
 """
@@ -9,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import objectives, pruning, solvers
+from . import objectives, pruning, quantize, solvers
 from .sites import BN_MODES
 
 
@@ -48,6 +49,7 @@ def cmd_compress(args) -> int:
         pruning=args.scheme, k=args.k, seed=args.seed, solver=args.solver, bn=args.bn, ridge=args.ridge,
         rounds=args.rounds, steps=args.steps, lr=args.lr, finetune_steps=args.finetune_steps,
         batch_size=args.batch_size, test_limit=args.test_limit, device=args.device,
+        quantize=args.quantize, quantizer=args.quantizer, granularity=args.granularity, quantize_steps=args.quantize_steps,
     )
     if not config.data:
         raise ValueError(f"--data is required for --arch {args.arch} (e.g. cifar10-folder:ROOT or imagenet:ROOT)")
@@ -67,6 +69,50 @@ def cmd_compress(args) -> int:
         path = models.save_model(result.student, args.out, run=result.config,
                                  student_accuracy=result.student_accuracy, few_shot_indices=result.few_shot_indices)
         print(f"saved student to {path}")
+    return 0
+
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_reproduce.ipynb"
+
+
+def cmd_reproduce(args) -> int:
+    import os
+
+    from . import presets
+
+    out = Path(args.out).expanduser().resolve()
+    options = {k: v for k, v in (("device", args.device), ("solver", args.solver), ("test_limit", args.test_limit)) if v is not None}
+    chosen = dict(data_root=args.data_root, teacher=args.teacher, seeds=args.seeds, methods=args.methods, ks=args.k,
+                  schemes=args.schemes)
+    planned = presets.preset(args.preset, **chosen, **options)  # bad arguments fail here, before any work
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    print(f"{args.preset}: {len(planned.configs)} runs -> {out}/results.jsonl (finished runs there are reused)", flush=True)
+    use_notebook = not args.no_notebook and NOTEBOOK.is_file()
+    if use_notebook:
+        try:
+            import papermill
+        except ImportError:
+            use_notebook = False
+    if use_notebook:
+        out.mkdir(parents=True, exist_ok=True)
+        executed = out / NOTEBOOK.name
+        parameters = {**{k: v for k, v in chosen.items() if v is not None}, "preset": args.preset, "options": options,
+                      "out_dir": str(out), "workers": args.workers or 1, "verbose": True}
+        os.environ.setdefault("XDNB_QUIET", "1")  # the kernel's bars would go into the notebook, not here
+        try:
+            papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters=parameters, progress_bar=False,
+                                       stderr_file=sys.stderr, cwd=str(out))
+        except papermill.PapermillExecutionError as error:
+            print(f"xdnb: error: the notebook failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+                  f"(see {executed})", file=sys.stderr)
+            return 1
+        print(f"executed notebook: {executed}")
+    else:
+        presets.reproduce(args.preset, out, workers=args.workers, **chosen, **options)
+    print()
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"written to {out}: results.jsonl, table.md, CSV tables, figure.html, summary.json")
     return 0
 
 
@@ -104,8 +150,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, help="images per forward pass (default: all)")
     c.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this many test images")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    c.add_argument("--quantize", type=int, metavar="BITS", help="quantize every conv's weights to BITS (2..8) bits")
+    c.add_argument("--quantizer", default="ste", help="with --quantize: ste | proxquant | round (default ste)")
+    c.add_argument("--granularity", default="channel", help="with --quantize: channel | tensor (one scale per output channel or per layer)")
+    c.add_argument("--quantize-steps", type=int, default=quantize.DEFAULT_STEPS, help="with --quantize: fitting steps per layer")
     c.add_argument("--out", help="write the compressed student here (xdnb.models.load_model reads it)")
     c.set_defaults(func=cmd_compress)
+
+    from .presets import PRESETS
+
+    r = sub.add_parser("reproduce", help="run one of the paper's experiments (a preset) and print its tables",
+                       description="Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    r.add_argument("preset", choices=tuple(PRESETS))
+    r.add_argument("--out", default="outputs", help="output folder (default outputs/); an interrupted run resumes there")
+    r.add_argument("--workers", type=int, help="parallel runs in a local process pool (default 1)")
+    r.add_argument("--seeds", type=int, nargs="+", help="K-shot seeds (default: the preset's)")
+    r.add_argument("--methods", nargs="+", help="method specs: NAME, cross:MU, soft:ALPHA,BETA (default: all)")
+    r.add_argument("--k", type=int, nargs="+", help="images per class (default: the preset's)")
+    r.add_argument("--schemes", nargs="+", help="pruning schemes (default: the preset's)")
+    r.add_argument("--data-root", help="CIFAR-10 or ImageNet folder (presets on those datasets)")
+    r.add_argument("--teacher", help="teacher checkpoint (VGG-16 presets; optional otherwise)")
+    r.add_argument("--device", help="auto | cpu | cuda (default auto: a GPU when present)")
+    r.add_argument("--solver", choices=solvers.SOLVERS, help="layer solver (default lstsq)")
+    r.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this many test images")
+    r.add_argument("--no-notebook", action="store_true", help="call the library directly instead of executing "
+                   "notebooks/05_reproduce.ipynb with papermill")
+    r.set_defaults(func=cmd_reproduce)
     return parser
 
 
