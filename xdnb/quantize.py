@@ -277,7 +277,7 @@ def _finish(objective: _Objective, weight: torch.Tensor, scale: torch.Tensor, bi
         if new_value <= value:
             scale, value = new_scale, new_value
     final = z * scale
-    info = {**info, "bits": bits, "objective": value, "scale_mean": float(scale.mean())}
+    info = {**info, "bits": bits, "objective": value, "scale": scale}
     return Fit(final, channels=start.channels, mask=start.mask, info=info)
 
 
