@@ -249,3 +249,16 @@ def test_run_config_and_cli(capsys):
         RunConfig(quantize=1).validate()
     assert main(["compress", "--quantize", "4", "--quantizer", "lsq"]) == 2
     assert "quantizer must be one of ste, proxquant, round, got 'lsq'" in capsys.readouterr().err
+
+
+def test_quantization_preset(tmp_path):
+    from xdnb import presets
+
+    (tmp_path / "train").mkdir(), (tmp_path / "test").mkdir(), (tmp_path / "t.pt").write_bytes(b"")
+    chosen = presets.preset("cifar10-vgg16-quant", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0])
+    cells = {(c.quantize, c.method, c.k, c.pruning, c.quantizer) for c in chosen.configs}
+    assert cells == {(b, m, k, None, "ste") for b in (2, 4) for m in ("regression", "cross", "soft") for k in (1, 5)}
+    assert [v.where for v in chosen.views] == [{"quantize": 2}, {"quantize": 4}]
+    narrowed = presets.preset("cifar10-vgg16-quant", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0],
+                              quantize=4, quantizer="proxquant", methods=["cross"], ks=[1])
+    assert [(c.quantize, c.quantizer, c.method, c.k) for c in narrowed.configs] == [(4, "proxquant", "cross", 1)]

@@ -7,6 +7,8 @@
 ``cifar10-vgg16-unstructured``   VGG-16, r ∈ {50, 70, 90, 95} % at K = 1, and K ∈ {1, 2, 3, 5, 10}
                                  at r = 90 %, 5 seeds
 ``imagenet-resnet34-structured`` ResNet-34 on ImageNet, Res-30/50/70, K = 1
+``cifar10-vgg16-quant``          VGG-16, conv weights at 2 and 4 bits (:mod:`xdnb.quantize`, STE per
+                                 channel, no pruning), K ∈ {1, 5}, regression / cross / soft, 5 seeds
 ``mu-sweep``                     ablation: cross(mu), mu = 0, 0.1, ..., 1, K ∈ {1, 5}, 3 seeds
 ``alpha-beta-grid``              ablation: soft(alpha, beta) on a 5 × 5 grid, K = 1, 3 seeds
 ===============================  ==========================================================
@@ -36,6 +38,8 @@ PRESETS = {
     "digits": "digits net, half width, K = 1, 2, 5, 10, every method, 3 seeds (runs on a laptop CPU)",
     "cifar10-vgg16-structured": "VGG-16 / CIFAR-10, VGG-A/B/C/50, K = 1, 2, 3, 5, 10, 5 seeds (GPU)",
     "cifar10-vgg16-unstructured": "VGG-16 / CIFAR-10, r = 50/70/90/95 % at K = 1 and K = 1..10 at r = 90 %, 5 seeds (GPU)",
+    "cifar10-vgg16-quant": "VGG-16 / CIFAR-10, conv weights quantized to 2 and 4 bits (STE, per channel), K = 1, 5, "
+                           "regression / cross / soft, 5 seeds (GPU)",
     "imagenet-resnet34-structured": "ResNet-34 / ImageNet, Res-30/50/70, K = 1 (GPU)",
     "mu-sweep": "ablation: cross(mu) for mu = 0, 0.1, ..., 1 at K = 1, 5 (digits unless data_root is given)",
     "alpha-beta-grid": "ablation: soft(alpha, beta) on a 5 x 5 grid at K = 1 (digits unless data_root is given)",
@@ -48,6 +52,8 @@ OURS = ("regression", "correction", "imitation", "cross", SOFT)
 STRUCTURED_ONLY = ("fskd", "thinet", "cp")
 VGG_SCHEMES = ("VGG-A", "VGG-B", "VGG-C", "VGG-50")
 SPARSITIES = ("sparse:0.5", "sparse:0.7", "sparse:0.9", "sparse:0.95")
+#: Methods of the quantization preset (the baselines do not quantize).
+QUANT_METHODS = ("regression", "cross", SOFT)
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,13 @@ def preset(name: str, *, data_root: str | None = None, teacher: str | None = Non
         views = [View("CIFAR-10 VGG-16, unstructured, K = 1: top-1 accuracy (%) by sparsity", "method", "sparsity",
                       {"k": 1}, "sparsity"),
                  View(f"CIFAR-10 VGG-16, {k_sweep_at}: top-1 accuracy (%) by K", "method", "k", {"scheme": k_sweep_at}, "k")]
+    elif name == "cifar10-vgg16-quant":
+        # quantization instead of pruning (scheme "none" unless narrowed); quantize=BITS narrows the bit widths
+        bit_list = [base.quantize] if base.quantize is not None else [2, 4]
+        configs = [dataclasses.replace(c, quantize=b).validate() for b in bit_list
+                   for c in grid(pick(methods, QUANT_METHODS), pick(ks, [1, 5]), pick(schemes, [None]), pick(seeds, range(5)), base)]
+        views = [View(f"CIFAR-10 VGG-16, {b}-bit weights ({base.quantizer}, per {base.granularity}): top-1 accuracy (%) by K",
+                      "method", "k", {"quantize": b}, "k") for b in bit_list]
     elif name == "imagenet-resnet34-structured":
         configs = grid(pick(methods, available_methods()), pick(ks, [1]), pick(schemes, ["Res-30", "Res-50", "Res-70"]),
                        pick(seeds, [0]), base)
