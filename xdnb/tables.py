@@ -106,13 +106,15 @@ class Table:
         mean, std = mean_std(values)
         return mean, std, len(values)
 
-    def best(self, column) -> object:
-        """The row with the highest mean in ``column`` (lowest for ``drop`` and ``seconds``)."""
+    def best(self, column) -> list:
+        """The rows with the highest mean in ``column`` (lowest for ``drop`` and ``seconds``); ties
+        (equal means, e.g. the same number of test images right) are all returned."""
         scored = [(self.stats(row, column)[0], row) for row in self.rows if self.stats(row, column)]
         if not scored:
-            return None
-        pick = min if self.value in ("drop", "seconds") else max
-        return pick(scored, key=lambda pair: pair[0])[1]
+            return []
+        sign = -1.0 if self.value in ("drop", "seconds") else 1.0
+        top = max(sign * mean for mean, _ in scored)
+        return [row for mean, row in scored if sign * mean >= top - 1e-9]
 
     def summary(self) -> list[dict]:
         """One dict per non-empty cell: row, column, mean, std, n (what the CSV holds)."""
@@ -137,7 +139,7 @@ class Table:
             for column in self.columns:
                 stats = self.stats(row, column)
                 text = "—" if stats is None else _format(stats[0], stats[1], decimals)
-                line.append(f"**{text}**" if stats is not None and best.get(column) == row else text)
+                line.append(f"**{text}**" if stats is not None and row in best.get(column, ()) else text)
             body.append(line)
         counts = sorted({len(v) for v in self.cells.values() if v})
         notes = [f"{self.value}" + (" (%)" if self.value in ("accuracy", "teacher_accuracy") else ""),

@@ -1,0 +1,127 @@
+"""RunConfig validation and keys, Result JSON round trip, determinism of one run."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from xdnb.experiment import Result, RunConfig, method_label, run
+
+
+@pytest.fixture(autouse=True)
+def _digits_cache(monkeypatch, cache_dir, digits_teacher, one_thread):
+    """Runs load the digits teacher the session fixture trained into the temporary cache."""
+    monkeypatch.setenv("XDNB_CACHE", str(cache_dir))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads are many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(k=1, test_limit=100, device="cpu")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "distill"}, "unknown method 'distill'"),
+    ({"method": "regression", "mu": 0.5}, "mu only applies to method 'cross'"),
+    ({"method": "cross", "alpha": 0.5}, "alpha and beta only apply to method 'soft'"),
+    ({"method": "soft"}, "alpha and beta"),
+    ({"method": "cross", "mu": 1.5}, "mu must lie in"),
+    ({"k": 0}, "k must be a positive int"),
+    ({"k": 1.0}, "k must be a positive int"),
+    ({"seed": -1}, "seed must be a non-negative int"),
+    ({"test_limit": 0}, "test_limit must be a positive int"),
+    ({"batch_size": True}, "batch_size must be a positive int"),
+    ({"steps": 0}, "steps must be an int >= 1"),
+    ({"ridge": float("nan")}, "ridge must be a finite number"),
+    ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
+    ({"solver": "sgd"}, "solver must be one of"),
+    ({"arch": "vgg19"}, "arch must be one of"),
+    ({"arch": "vgg16"}, "needs teacher=PATH"),
+    ({"pruning": 0.5}, "pruning must be a spec string"),
+    ({"data": ""}, "data must be a dataset spec"),
+    ({"options": {"x": object()}}, "options must hold only JSON values"),
+])
+def test_bad_config_names_the_field(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        RunConfig(**changes).validate()
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown RunConfig field 'kshot'"):
+        RunConfig.from_dict({**RunConfig().to_dict(), "kshot": 3})
+
+
+def test_key_is_stable_and_discriminating():
+    config = RunConfig(method="soft", alpha=0.5, beta=1, k=2, seed=3)
+    same = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert same.key() == config.key() == RunConfig(method="soft", alpha=0.5, beta=1.0, k=2, seed=3).key()
+    assert len(config.key()) == 16 and int(config.key(), 16) >= 0
+    others = {config.replace(seed=4).key(), config.replace(k=3).key(), config.replace(beta=0.75).key(),
+              config.replace(options={"epochs": 2}).key(), config.key()}
+    assert len(others) == 5
+    # the same key in a fresh interpreter with another hash seed (nothing depends on hash())
+    code = ("from xdnb.experiment import RunConfig; "
+            "print(RunConfig(method='soft', alpha=0.5, beta=1.0, k=2, seed=3).key())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": "", "XDNB_QUIET": "1"})
+    assert out.stdout.strip() == config.key()
+
+
+def test_method_labels():
+    assert method_label(RunConfig(method="cross")) == "cross mu=0.6"
+    assert method_label(RunConfig(method="cross", mu=0.25)) == "cross mu=0.25"
+    assert method_label(RunConfig(method="soft", alpha=1.0, beta=0.5)) == "soft a=1 b=0.5"
+    assert method_label(RunConfig(method="regression").to_dict()) == "regression"
+
+
+@pytest.fixture(scope="module")
+def tiny_result(cache_dir, digits_teacher, one_thread):
+    import os
+
+    previous = os.environ.get("XDNB_CACHE")
+    os.environ["XDNB_CACHE"] = str(cache_dir)
+    try:
+        return run(RunConfig(method="cross", seed=1, **TINY), show_progress=False)
+    finally:
+        os.environ.pop("XDNB_CACHE") if previous is None else os.environ.__setitem__("XDNB_CACHE", previous)
+
+
+def test_result_json_round_trip(tiny_result):
+    text = tiny_result.to_json()
+    assert "\n" not in text and "NaN" not in text
+    back = Result.from_json(text)
+    assert back.to_dict() == tiny_result.to_dict()
+    assert back.run_config == RunConfig(method="cross", seed=1, **TINY)
+    assert back.student is None and tiny_result.student is not None
+    assert len(back.few_shot_indices) == 10 and len(back.history) == 5  # the 5 convs after the first
+    assert 0.0 <= back.student_accuracy <= 1.0 and back.versions["device"] == "cpu"
+    assert back.student_size["params"] < back.teacher_size["params"]
+
+
+def test_result_from_dict_names_missing_and_unknown_fields(tiny_result):
+    values = tiny_result.to_dict()
+    del values["history"]
+    with pytest.raises(ValueError, match=r"missing fields \['history'\]"):
+        Result.from_dict(values)
+    with pytest.raises(ValueError, match=r"unknown fields \['extra'\]"):
+        Result.from_dict({**tiny_result.to_dict(), "extra": 1})
+
+
+def test_same_seed_same_numbers_other_seed_other_images(tiny_result):
+    again = run(RunConfig(method="cross", seed=1, **TINY), show_progress=False)
+    assert again.student_accuracy == tiny_result.student_accuracy
+    assert again.few_shot_indices == tiny_result.few_shot_indices
+    assert [h["estimation_error"] for h in again.history] == [h["estimation_error"] for h in tiny_result.history]
+    other = run(RunConfig(method="cross", seed=2, **TINY), show_progress=False)
+    assert other.few_shot_indices != tiny_result.few_shot_indices
+    assert all(math.isfinite(h["estimation_error"]) for h in other.history)

@@ -1,0 +1,258 @@
+"""Sweeps: grids, the results file (atomic lines, damage, resume), executors, presets, notebook 05, CLI."""
+
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from xdnb import cli, presets, sweep
+from xdnb.experiment import RunConfig
+from xdnb.sweep import DamagedLineWarning, ResultStore, run_sweep
+
+BASE = RunConfig(test_limit=60, device="cpu")
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_reproduce.ipynb"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine two threads are many times slower
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _digits_cache(monkeypatch, cache_dir, digits_teacher, one_thread):
+    """Runs (here, in workers and in the notebook kernel) load the session's cached digits teacher."""
+    monkeypatch.setenv("XDNB_CACHE", str(cache_dir))
+    monkeypatch.setenv("XDNB_QUIET", "1")
+
+
+def tiny(seeds=(0, 1), methods=("regression", "cross")):
+    return sweep.grid(list(methods), [1], ["keep:0.5"], list(seeds), BASE)
+
+
+def lines(path):
+    return Path(path).read_text().splitlines()
+
+
+def keys_in(path):
+    return [json.loads(line)["key"] for line in lines(path)]
+
+
+def test_grid_order_and_method_specs():
+    configs = sweep.grid(["regression", "cross:0.3", "soft:1,0"], [1, 5], ["keep:0.5"], [0, 1], BASE)
+    assert len(configs) == 12 and len({c.key() for c in configs}) == 12
+    assert [(c.method, c.k, c.seed) for c in configs[:4]] == [("regression", 1, 0), ("regression", 1, 1),
+                                                              ("regression", 5, 0), ("regression", 5, 1)]
+    assert configs[4].mu == 0.3 and configs[-1].alpha == 1.0 and configs[-1].beta == 0.0
+    assert sweep.parse_method("cross") == {"method": "cross", "mu": 0.6}
+    assert [c.mu for c in sweep.mu_grid([0, 0.5], [1], [0], base=BASE)] == [0.0, 0.5]
+    assert len(sweep.alpha_beta_grid([0, 1], [0, 0.5, 1], [1], [0, 1], base=BASE)) == 12
+    with pytest.raises(ValueError, match="soft:ALPHA,BETA"):
+        sweep.parse_method("soft:0.5")
+    with pytest.raises(ValueError, match="takes no parameters"):
+        sweep.parse_method("regression:2")
+    with pytest.raises(ValueError, match="unknown method 'sgd'"):
+        sweep.grid(["sgd"], [1], ["keep:0.5"], [0], BASE)
+    with pytest.raises(ValueError, match="ks must be a non-empty list"):
+        sweep.grid(["cross"], [], ["keep:0.5"], [0], BASE)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        sweep.grid(["cross"], [0], ["keep:0.5"], [0], BASE)
+
+
+def test_resume_after_crash_loses_and_duplicates_nothing(tmp_path):
+    configs = tiny(seeds=(0, 1, 2))  # 6 runs
+    path = tmp_path / "results.jsonl"
+    seen = []
+
+    def crash_after_two(result):
+        seen.append(result)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the process dies right after storing its second result
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(configs, path, on_result=crash_after_two, show_progress=False)
+    assert len(lines(path)) == 2
+    # ... and a third run died half way through writing its line
+    third = sweep.encode_line(sweep.execute(configs[2].to_dict()))
+    with open(path, "a") as out:
+        out.write(third[: len(third) // 2])
+    with pytest.warns(DamagedLineWarning, match=r"results.jsonl:3: damaged result line \(cut short"):
+        report = run_sweep(configs, path, show_progress=False)
+    assert (report.ran, report.reused) == (4, 2)
+    assert sorted(keys_in(path)) == sorted(c.key() for c in configs)  # every run once
+    assert [r.run_config for r in report.results] == configs
+    assert (tmp_path / "results.jsonl.damaged").read_text() == third[: len(third) // 2] + "\n"
+    # a finished sweep is all reused, and the numbers are those of the first pass
+    again = run_sweep(configs, path, show_progress=False)
+    assert (again.ran, again.reused) == (0, 6)
+    assert [r.student_accuracy for r in again.results[:2]] == [r.student_accuracy for r in seen]
+
+
+def test_damaged_lines_are_reported_set_aside_and_rerun(tmp_path):
+    configs = tiny()
+    path = tmp_path / "results.jsonl"
+    run_sweep(configs, path, show_progress=False)
+    good = lines(path)
+    record = json.loads(good[1])
+    record["result"]["student_accuracy"] = 1.0  # valid JSON, but not what was computed
+    tampered = json.dumps(record)
+    path.write_text("\n".join([good[0], "{not json", tampered, good[2], good[3]]) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = ResultStore(path).load()
+    messages = [str(w.message) for w in caught if issubclass(w.category, DamagedLineWarning)]
+    assert len(messages) == 2
+    assert ":2: damaged result line (not JSON" in messages[0]
+    assert ":3: damaged result line (checksum mismatch)" in messages[1]
+    assert set(done) == {configs[0].key(), configs[2].key(), configs[3].key()}
+    assert lines(tmp_path / "results.jsonl.damaged") == ["{not json", tampered]  # kept, not dropped
+    assert len(lines(path)) == 3
+    report = run_sweep(configs, path, show_progress=False)  # re-runs only the damaged one
+    assert (report.ran, report.reused) == (1, 3)
+    assert sorted(keys_in(path)) == sorted(c.key() for c in configs)
+    assert report.results[1].student_accuracy != 1.0
+
+
+def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
+    configs = tiny(seeds=(0,), methods=("regression",))
+    path = tmp_path / "results.jsonl"
+    run_sweep(configs, path, show_progress=False)
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_fail(fd, data):
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep.os, "write", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        ResultStore(path).append(sweep.execute(tiny(seeds=(5,), methods=("regression",))[0].to_dict()))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    # a cut-short last line left by a crash is never glued to the next one
+    path.write_bytes(before + b'{"key":"abc","che')
+    store = ResultStore(path)
+    store.append(json.loads(before.splitlines()[0])["result"])
+    with pytest.warns(DamagedLineWarning, match=":2: damaged"):
+        assert len(store.load()) == 1
+    assert len(lines(path)) == 2
+
+
+def test_failures_stop_the_sweep_but_keep_finished_runs(tmp_path):
+    good = tiny(seeds=(0,))
+    broken = BASE.replace(method="regression", data="cifar10-folder:/nonexistent/xdnb", k=1)
+    path = tmp_path / "results.jsonl"
+    with ThreadPoolExecutor(1) as pool, pytest.raises(FileNotFoundError, match="/nonexistent/xdnb"):
+        run_sweep(good + [broken], path, executor=pool, show_progress=False)
+    assert sorted(keys_in(path)) == sorted(c.key() for c in good)
+    with pytest.raises(FileNotFoundError):
+        run_sweep([broken] + good, tmp_path / "sequential.jsonl", show_progress=False)
+    with pytest.raises(ValueError, match="either executor or workers"):
+        run_sweep(good, path, executor=ThreadPoolExecutor(1), workers=2)
+    with pytest.raises(ValueError, match="k must be a positive int"):  # nothing runs on a bad config
+        run_sweep(good + [RunConfig(k=0)], tmp_path / "never.jsonl")
+    assert not (tmp_path / "never.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, cache_dir, digits_teacher, one_thread):
+    os.environ["XDNB_CACHE"] = str(cache_dir)
+    report = run_sweep(tiny(seeds=(0, 1, 2)), tmp_path_factory.mktemp("seq") / "r.jsonl", show_progress=False)
+    return {r.run_config.key(): r for r in report.results}
+
+
+def test_dask_executor_gives_the_sequential_numbers(tmp_path, sequential):
+    import distributed  # the test extra installs dask[distributed]
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = run_sweep(tiny(seeds=(0, 1, 2)), tmp_path / "r.jsonl", executor=client.get_executor(),
+                           show_progress=False)
+    assert report.ran == 6 and len(lines(tmp_path / "r.jsonl")) == 6
+    for result in report.results:
+        expected = sequential[result.run_config.key()]
+        assert result.student_accuracy == expected.student_accuracy
+        assert result.few_shot_indices == expected.few_shot_indices
+
+
+def test_process_pool_gives_the_sequential_numbers(tmp_path, sequential):
+    report = run_sweep(tiny(seeds=(0, 1, 2)), tmp_path / "r.jsonl", workers=2, show_progress=False)
+    assert report.ran == 6 and sorted(keys_in(tmp_path / "r.jsonl")) == sorted(sequential)
+    assert {r.versions["threads"] for r in report.results} == {1}
+    for result in report.results:
+        assert result.student_accuracy == sequential[result.run_config.key()].student_accuracy
+
+
+def test_presets_shapes_and_missing_inputs(tmp_path):
+    digits = presets.preset("digits")
+    methods = presets.available_methods()
+    assert len(digits.configs) == len(methods) * 4 * 3 and methods[-2:] == ["cross", presets.SOFT]
+    assert {c.k for c in digits.configs} == {1, 2, 5, 10} and {c.pruning for c in digits.configs} == {"keep:0.5"}
+    small = presets.preset("digits", methods=["cross"], ks=[1], seeds=[4], test_limit=50)
+    assert [(c.method, c.k, c.seed, c.test_limit) for c in small.configs] == [("cross", 1, 4, 50)]
+    assert len(presets.preset("mu-sweep").configs) == 11 * 2 * 3
+    assert len(presets.preset("alpha-beta-grid", seeds=[0]).configs) == 25
+    with pytest.raises(FileNotFoundError, match="pass data_root=ROOT"):
+        presets.preset("cifar10-vgg16-structured")
+    with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 under .*pass --data-root"):
+        presets.preset("cifar10-vgg16-structured", data_root=tmp_path)
+    (tmp_path / "train").mkdir(), (tmp_path / "test").mkdir()
+    with pytest.raises(FileNotFoundError, match="needs the teacher: pass teacher=PATH"):
+        presets.preset("cifar10-vgg16-unstructured", data_root=tmp_path)
+    (tmp_path / "t.pt").write_bytes(b"")
+    structured = presets.preset("cifar10-vgg16-structured", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0])
+    assert {c.pruning for c in structured.configs} == set(presets.VGG_SCHEMES)
+    assert structured.configs[0].data == f"cifar10-folder:{tmp_path.resolve()}"
+    unstructured = presets.preset("cifar10-vgg16-unstructured", data_root=tmp_path, teacher=tmp_path / "t.pt")
+    assert not {"fskd", "thinet", "cp"} & {c.method for c in unstructured.configs}
+    pairs = [(c.method, c.pruning, c.k, c.seed, c.alpha) for c in unstructured.configs]
+    assert len(pairs) == len(set(pairs))
+    assert {c.k for c in unstructured.configs if c.pruning == "sparse:0.9"} == {1, 2, 3, 5, 10}
+    assert {c.k for c in unstructured.configs if c.pruning == "sparse:0.5"} == {1}
+    with pytest.raises(FileNotFoundError, match="train and .*val"):
+        presets.preset("imagenet-resnet34-structured", data_root=tmp_path)
+    with pytest.raises(ValueError, match="unknown preset 'cifar100'"):
+        presets.preset("cifar100")
+    with pytest.raises(ValueError, match="pass mus instead of methods"):
+        presets.preset("mu-sweep", methods=["cross"])
+    with pytest.raises(ValueError, match="preset-owned option 'k'"):
+        presets.preset("digits", k=3)
+
+
+def test_notebook_05_runs_under_papermill(tmp_path):
+    import papermill  # the test extra installs papermill
+    out = tmp_path / "out"
+    executed = tmp_path / "05.ipynb"
+    parameters = {"preset": "digits", "methods": ["regression", "cross"], "ks": [1, 2], "seeds": [0, 1],
+                  "options": {"test_limit": 60, "device": "cpu"}, "out_dir": str(out)}
+    papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters=parameters, progress_bar=False,
+                               cwd=str(tmp_path), kernel_name="python3")
+    text = executed.read_text()
+    assert "8 runs done now, 0 found finished in results.jsonl" in text
+    assert "| method | K=1 | K=2 |" in text and "| cross mu=0.6 |" in text
+    assert len(lines(out / "results.jsonl")) == 8
+    plan = presets.preset("digits", methods=["regression", "cross"], ks=[1, 2], seeds=[0, 1], test_limit=60, device="cpu")
+    report = run_sweep(plan.configs, out / "results.jsonl", show_progress=False)
+    assert report.ran == 0  # the notebook stored exactly these runs
+    assert (out / "table.md").read_text() == plan.markdown(report.results)
+    assert (out / "figure.html").stat().st_size > 1000 and json.loads((out / "summary.json").read_text())["runs"] == 8
+
+
+def test_cli_reproduce_library_path_and_errors(tmp_path, capsys):
+    code = cli.main(["reproduce", "digits", "--no-notebook", "--out", str(tmp_path), "--methods", "cross",
+                     "--k", "1", "--seeds", "0", "1", "--test-limit", "60", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "digits: 2 runs" in printed and "| cross mu=0.6 |" in printed
+    assert len(lines(tmp_path / "results.jsonl")) == 2
+    assert cli.main(["reproduce", "cifar10-vgg16-structured", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("xdnb: error: this preset needs CIFAR-10") and "--data-root" in error
+    assert error.count("\n") == 1
+    assert cli.main(["reproduce", "digits", "--methods", "sgd"]) == 2
+    assert "unknown method 'sgd'" in capsys.readouterr().err
