@@ -101,7 +101,14 @@ class Preset:
 
     def markdown(self, results, decimals: int = 2) -> str:
         """Every table of the preset plus the parameters/FLOPs table, as one markdown text."""
-        parts = [f"# {self.name}\n\n{self.description}\n"]
+        chosen = [r.to_dict() if isinstance(r, experiment.Result) else r for r in results]
+
+        def listed(name):
+            return ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                             for v in tables._ordered([tables.field_value(r, name) for r in chosen]))
+
+        ran = f"{len(chosen)} runs: methods {listed('method')}; K {listed('k')}; seeds {listed('seed')}"
+        parts = [f"# {self.name}\n\nPreset: {self.description}. These results: {ran}.\n"]
         parts += [table.to_markdown(decimals) for table in self.tables(results)]
         header, rows = tables.size_table(results)
         parts.append("**Size per scheme** (student after pruning)\n\n" + tables.markdown(header, rows))
