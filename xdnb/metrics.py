@@ -18,8 +18,11 @@ from .sites import capture_input, find_sites
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` in eval mode on ``images`` (N, C, H, W)."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> float:
+    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` in eval mode on ``images`` (N, C, H, W).
+
+    Batches of 100 run ~20 % faster than 500 on a 2-core CPU for VGG-16 (bench/README.md).
+    """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     was_training = model.training
@@ -34,7 +37,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 @torch.no_grad()
-def accuracy_on(model: nn.Module, dataset, batch_size: int = 500) -> float:
+def accuracy_on(model: nn.Module, dataset, batch_size: int = 100) -> float:
     """Top-1 accuracy over a dataset that yields ``(image, label)`` (decoded in batches)."""
     from torch.utils.data import DataLoader
 
