@@ -95,6 +95,36 @@ def test_resume_after_crash_loses_and_duplicates_nothing(tmp_path):
     assert [r.student_accuracy for r in again.results[:2]] == [r.student_accuracy for r in seen]
 
 
+def test_resume_after_the_process_is_killed(tmp_path):
+    """A real crash: SIGKILL a sweep in another process once it has stored a few runs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "results.jsonl"
+    script = ("import sys, torch; torch.set_num_threads(1)\n"
+              "from xdnb import sweep\nfrom xdnb.experiment import RunConfig\n"
+              "configs = sweep.grid(['regression', 'cross'], [1, 2], ['keep:0.5'], range(5), "
+              "RunConfig(test_limit=60, device='cpu'))\n"
+              "sweep.run_sweep(configs, sys.argv[1], show_progress=False)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(path)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= 3:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    configs = sweep.grid(["regression", "cross"], [1, 2], ["keep:0.5"], range(5), BASE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DamagedLineWarning)  # the kill may or may not cut a line
+        report = run_sweep(configs, path, show_progress=False)
+    assert report.reused >= 3 and report.ran + report.reused == 20
+    assert sorted(keys_in(path)) == sorted(c.key() for c in configs)
+
+
 def test_damaged_lines_are_reported_set_aside_and_rerun(tmp_path):
     configs = tiny()
     path = tmp_path / "results.jsonl"
@@ -103,16 +133,18 @@ def test_damaged_lines_are_reported_set_aside_and_rerun(tmp_path):
     record = json.loads(good[1])
     record["result"]["student_accuracy"] = 1.0  # valid JSON, but not what was computed
     tampered = json.dumps(record)
-    path.write_text("\n".join([good[0], "{not json", tampered, good[2], good[3]]) + "\n")
+    path.write_bytes("\n".join([good[0], "{not json", tampered, good[2], good[3]]).encode() + b"\n\xff\xfe\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         done = ResultStore(path).load()
     messages = [str(w.message) for w in caught if issubclass(w.category, DamagedLineWarning)]
-    assert len(messages) == 2
+    assert len(messages) == 3
     assert ":2: damaged result line (not JSON" in messages[0]
     assert ":3: damaged result line (checksum mismatch)" in messages[1]
+    assert ":6: damaged result line (not UTF-8)" in messages[2]
     assert set(done) == {configs[0].key(), configs[2].key(), configs[3].key()}
-    assert lines(tmp_path / "results.jsonl.damaged") == ["{not json", tampered]  # kept, not dropped
+    # kept byte for byte, not dropped
+    assert (tmp_path / "results.jsonl.damaged").read_bytes() == f"{{not json\n{tampered}\n".encode() + b"\xff\xfe\n"
     assert len(lines(path)) == 3
     report = run_sweep(configs, path, show_progress=False)  # re-runs only the damaged one
     assert (report.ran, report.reused) == (1, 3)

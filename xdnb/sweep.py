@@ -169,6 +169,12 @@ def _finite(values):
 _THREAD_LOCK = threading.RLock()
 
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
+
+
 class ResultStore:
     """A JSON-lines results file with atomic appends and damage-tolerant reading (module docstring).
 
@@ -195,21 +201,23 @@ class ResultStore:
 
     def load(self, repair: bool = True) -> dict[str, dict]:
         """Finished results by key. Each damaged line is reported with its line number; with
-        ``repair`` it is moved to :attr:`damaged_path` and the file rewritten atomically."""
+        ``repair`` it is moved, byte for byte, to :attr:`damaged_path` and the file is rewritten
+        atomically without it."""
         with self._locked():
             if not self.path.exists():
                 return {}
-            lines = self.path.read_bytes().decode("utf-8", errors="replace").splitlines(keepends=True)
+            lines = self.path.read_bytes().splitlines(keepends=True)
             results, good, damaged = {}, [], []
             for number, line in enumerate(lines, 1):
                 if not line.strip():  # blank: nothing to keep or report
                     continue
                 try:
-                    key, result = decode_line(line)
-                except ValueError as error:
+                    key, result = decode_line(line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as error:
+                    reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
                     damaged.append(line)
                     where = f"moved to {self.damaged_path.name}; " if repair else ""
-                    warnings.warn(f"{self.path}:{number}: damaged result line ({error}); {where}its run will be re-run",
+                    warnings.warn(f"{self.path}:{number}: damaged result line ({reason}); {where}its run will be re-run",
                                   DamagedLineWarning, stacklevel=2)
                     continue
                 if key not in results:  # a second copy (two sweeps on one file) adds nothing
@@ -219,14 +227,16 @@ class ResultStore:
                 self._rewrite(good, damaged)
             return results
 
-    def _rewrite(self, good: list[str], damaged: list[str]) -> None:
-        if any(line.strip() for line in damaged):
-            with open(self.damaged_path, "a", encoding="utf-8") as out:
-                out.writelines(line if line.endswith("\n") else line + "\n" for line in damaged if line.strip())
+    def _rewrite(self, good: list[bytes], damaged: list[bytes]) -> None:
+        """Save ``damaged`` lines to the side file first, then replace the results file by
+        ``good`` (write a temporary file, fsync, rename): a crash in between loses nothing."""
+        if damaged:
+            with open(self.damaged_path, "ab") as out:
+                out.writelines(line if line.endswith(b"\n") else line + b"\n" for line in damaged)
                 out.flush()
                 os.fsync(out.fileno())
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(temporary, "w", encoding="utf-8") as out:
+        with open(temporary, "wb") as out:
             out.writelines(good)
             out.flush()
             os.fsync(out.fileno())
@@ -240,10 +250,10 @@ class ResultStore:
         """
         line = encode_line(result).encode("utf-8")
         with self._locked():
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
+                if size and _last_byte(self.path) != b"\n":
                     line = b"\n" + line  # never glue a line onto a cut-short one
                 try:
                     written = os.write(fd, line)
