@@ -7,6 +7,8 @@ weight stays exactly zero whatever the optimiser does) and made permanent at the
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -16,13 +18,17 @@ from .progress import progress
 
 def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, lr: float = 1e-3,
              weight_decay: float = 5e-4, masks: dict[str, torch.Tensor] | None = None, batch_size: int | None = None,
-             bn_train: bool = False, seed: int = 0, show_progress: bool = True) -> nn.Module:
+             bn_train: bool = False, seed: int = 0, show_progress: bool = True,
+             loss: Callable[[torch.Tensor, object], torch.Tensor] | None = None,
+             extra_parameters: Iterable[nn.Parameter] = ()) -> nn.Module:
     """Fine-tune ``model`` in place with SGD (momentum 0.9) on ``images`` (N, C, H, W) and
     ``labels`` (N,); returns it in eval mode.
 
     ``masks``: module name -> bool mask of that module's weight (True = kept). ``bn_train``:
     let BN use batch statistics and update its running statistics (default: BN frozen, the
     safer choice with a handful of images). ``batch_size=None`` uses the whole set each step.
+    ``loss(logits, batch)``: replaces the cross-entropy (``batch`` indexes the images of the step,
+    a slice or an index tensor); ``extra_parameters`` are optimised too (e.g. FitNet regressors).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps!r}")
@@ -34,15 +40,16 @@ def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, st
     modules = dict(model.named_modules())
     for name, mask in masks.items():
         prune.custom_from_mask(modules[name], "weight", mask.to(device))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD([*model.parameters(), *extra_parameters], lr=lr, momentum=0.9, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     model.train(bn_train)  # bn_train=False: BN (and everything else) in eval mode
     try:
         for _ in progress(range(steps), desc="fine-tuning", enabled=show_progress):
             batch = torch.randperm(len(images), generator=generator)[:batch_size] if batch_size else slice(None)
-            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            logits = model(images[batch])
+            value = nn.functional.cross_entropy(logits, labels[batch]) if loss is None else loss(logits, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
     finally:
         for name in masks:
