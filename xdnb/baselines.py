@@ -1,0 +1,429 @@
+"""The paper's baselines behind the call shape of :func:`xdnb.distill.compress` (METHOD.md, "Baselines").
+
+:func:`run` takes a method name, the teacher, the K-shot ``images`` (N, C, H, W) and ``labels``
+(N,), and a pruning plan, and returns the engine's :class:`~xdnb.distill.Compressed`:
+
+- ``l1-norm``: drop the producer filters with the smallest L1 norm (unstructured: the smallest
+  weights); no data, so the teacher's BN statistics are kept.
+- ``bp``: L1-norm, then cross-entropy fine-tuning on the K-shot set (:func:`xdnb.finetune.finetune`).
+- ``fitnet``: L1-norm, then end-to-end training with cross-entropy + knowledge distillation on the
+  teacher's logits (temperature ``temperature``) + ``hint_weight`` × the mean L2 hint loss
+  between student and teacher features at every pooling point (VGG: the inputs of each max-pool
+  and of the final average pool; ResNet: the output of each stage). A pruned hint feature is
+  mapped to the teacher's width by a learned 1×1 regressor (FitNet's), initialised as the
+  embedding of the kept channels, and trained with the student.
+- ``fskd``: L1-norm, then per site, front to back, a 1×1 conv ``Q`` (C_out, C_out) after the conv,
+  solved by least squares so that ``Q(WS*hS) ≈ WT*hT`` (ridge towards ``Q = I``) and folded into
+  the conv: ``W ← Q·W``. Filters that L1-norm removed are zero, so ``Q`` mixes only the channels
+  the pruned student has (as in FSKD, where they no longer exist).
+- ``thinet``: per site, greedy removal of the input channels whose loss least changes the
+  layer's output, then a least-squares re-fit of the kept weights.
+- ``cp``: per site, LASSO over channel coefficients ``beta`` with lambda raised until exactly the
+  target width is left (the exact LARS path), then a least-squares re-fit.
+
+The layer-wise methods (fskd, thinet, cp) are regression-loss methods: like the engine they fit
+every site front to back with the student's input ``hS`` (carrying the error accumulated so far)
+and the teacher's output ``WT*hT`` as the target, and handle BN as the ``bn`` option says
+(:data:`xdnb.sites.BN_MODES`, default ``"reestimate"`` as in the engine). The end-to-end methods
+(bp, fitnet) read ``bn`` as :data:`END_TO_END_BN` says (default ``"train"``: frozen BN statistics
+made SGD diverge at learning rates that batch statistics train well with). Every result's
+``config`` records the method, its options and the BN handling used.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import objectives
+from . import pruning as pruning_
+from .distill import Compressed, record_from_outputs
+from .finetune import finetune
+from .models import VGG
+from .progress import progress
+from .quadratic import LayerProblem, check_conv
+from .sites import (BN_DESCRIPTIONS, SiteInputs, batch_norms, capture_inputs, check_bn_mode, find_sites,
+                    reestimate_bn, set_bn_statistics)
+from .solvers import DEFAULT_RIDGE
+
+METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")
+#: Methods that only make sense for channel (structured) pruning.
+STRUCTURED_ONLY = ("fskd", "thinet", "cp")
+#: Defaults of each method's options (chosen on digits validation images: see bench/README.md).
+DEFAULTS = {
+    "l1-norm": {},
+    "bp": {"steps": 200, "lr": 1e-3, "weight_decay": 5e-4, "bn": "train"},
+    "fitnet": {"steps": 200, "lr": 1e-3, "weight_decay": 5e-4, "bn": "train", "hint_weight": 3.0, "temperature": 4.0},
+    "fskd": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
+    "thinet": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
+    "cp": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
+}
+#: What ``bn`` means for bp and fitnet (l1-norm, data-free, always keeps the teacher's statistics).
+END_TO_END_BN = {
+    "reestimate": "BN statistics re-estimated on the K-shot images after pruning, then frozen while training",
+    "keep": "the teacher's BN statistics, frozen while training",
+    "train": "batch statistics while training; the running statistics set to the K-shot set's at the end",
+}
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _check_plan(name: str, teacher: nn.Module, plan):
+    if isinstance(plan, str) or plan is None:
+        plan = pruning_.parse(teacher, plan)
+    if plan is not None and not isinstance(plan, (pruning_.ChannelPruning, pruning_.WeightPruning)):
+        raise ValueError(f"plan must be a pruning plan, a spec string or None, got {plan!r}")
+    if name in STRUCTURED_ONLY and not isinstance(plan, pruning_.ChannelPruning):
+        got = "no pruning" if plan is None else f"{plan.kind} plan {plan.scheme!r}"
+        raise ValueError(f"{name} prunes channels only (structured); got {got}. Use a structured plan "
+                         f"(e.g. 'VGG-A', 'Res-50', 'keep:0.5'), or l1-norm, bp or fitnet for unstructured pruning")
+    return plan
+
+
+def _check_options(name: str, options: dict) -> dict:
+    allowed = DEFAULTS[name]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name} has no option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+    opts = {**allowed, **options}
+    checks = {"steps": (int, 0), "lr": (float, 1e-300), "weight_decay": (float, 0), "ridge": (float, 0),
+              "hint_weight": (float, 0), "temperature": (float, 1e-300)}
+    for key, (kind, low) in checks.items():
+        if key in opts:
+            value = opts[key]
+            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+            if not ok or not math.isfinite(value) or value < low:
+                bound = "> 0" if low > 0 and kind is float else f">= {low}"
+                raise ValueError(f"{name}: {key} must be {'an int' if kind is int else 'a number'} {bound}, got {value!r}")
+    if "bn" in opts:
+        check_bn_mode(opts["bn"])
+    return opts
+
+
+# --- L1-norm and the teacher-width twin --------------------------------------------------------
+
+
+@torch.no_grad()
+def widen(teacher: nn.Module, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
+    """The teacher-width twin of a physically pruned ``compact`` network: its weights placed at
+    the kept channels (teacher numbering) and each site conv's pruned input channels zeroed, so it
+    computes the same outputs as ``compact`` and can be compared layer by layer with the teacher
+    (:func:`xdnb.metrics.layer_errors`). Removed filters are never read (their values are arbitrary)."""
+    full = copy.deepcopy(teacher)
+    sites = {s.name: s for s in find_sites(full)}
+    rows, cols = {}, {}  # module -> kept output (dim 0) / input (dim 1) indices
+    for name, kept in kept_channels.items():
+        index = torch.as_tensor(kept, dtype=torch.long)
+        cols[name] = rows[sites[name].producer] = rows[sites[name].producer_bn] = index
+    state = full.state_dict()
+    for key, value in compact.state_dict().items():
+        target, module = state[key], key.rpartition(".")[0]
+        if target.shape == value.shape:
+            target.copy_(value)
+            continue
+        r, c = rows.get(module), cols.get(module)
+        if c is not None and key.endswith("weight"):
+            target.zero_()  # a site conv reads its kept input channels only
+        r, c = (None if i is None else i.to(target.device) for i in (r, c))
+        if r is not None and c is not None and target.ndim > 1:
+            target[r[:, None], c[None, :]] = value
+        elif c is not None and target.ndim > 1:
+            target[:, c] = value
+        else:
+            target[r] = value
+    return full.eval()
+
+
+def _l1_norm(teacher, plan):
+    """(compact, masked, kept_channels, masks) of data-free L1-norm pruning."""
+    if plan is None:
+        return copy.deepcopy(teacher), copy.deepcopy(teacher), {}, {}
+    compact, kept, masks = pruning_.l1_filter_prune(teacher, plan)
+    masked = widen(teacher, compact, kept) if kept else copy.deepcopy(compact)
+    return compact, masked, kept, masks
+
+
+# --- end-to-end: BP and FitNet -----------------------------------------------------------------
+
+
+def hint_points(model: nn.Module) -> list[tuple[str, str | None]]:
+    """FitNet's hint points as ``(module, conv)``: the hint feature is ``module``'s input (N, C, H, W),
+    produced by ``conv`` (whose kept filters give the width of a pruned student's feature), or
+    ``None`` where the width is never pruned. VGG: each max-pool and the final average pool;
+    ResNet: the outputs of the four stages."""
+    if isinstance(model, VGG):
+        points, last_conv = [], None
+        for i, module in enumerate(model.feature):
+            if isinstance(module, nn.Conv2d):
+                last_conv = f"feature.{i}"
+            elif isinstance(module, nn.MaxPool2d):
+                points.append((f"feature.{i}", last_conv))
+        return points + [("pool", last_conv)]
+    return [("layer2", None), ("layer3", None), ("layer4", None), ("avgpool", None)]
+
+
+def _end_to_end(name, teacher, images, labels, plan, opts, seed, batch_size, show_progress):
+    compact, _, kept, masks = _l1_norm(teacher, plan)
+    bn = opts["bn"]
+    if bn == "reestimate":
+        reestimate_bn(compact, images, None, batch_size)
+    loss, regressors, info = None, [], {}
+    if name == "fitnet":
+        loss, regressors, info = _fitnet_loss(teacher, compact, images, labels, kept, opts, batch_size)
+    try:
+        finetune(compact, images, labels, steps=opts["steps"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+                 masks=masks or None, batch_size=batch_size, bn_train=(bn == "train"), seed=seed,
+                 show_progress=show_progress, loss=loss, extra_parameters=[p for r in regressors for p in r.parameters()])
+    finally:
+        for handle in info.pop("handles", []):
+            handle.remove()
+    if bn == "train":  # the network evaluated is the one trained: batch statistics of the K-shot set
+        reestimate_bn(compact, images, None, batch_size)
+    masked = widen(teacher, compact, kept) if kept else compact
+    return (copy.deepcopy(compact) if masked is compact else compact), masked, kept, masks, info
+
+
+def _fitnet_loss(teacher, student, images, labels, kept, opts, batch_size):
+    """FitNet's loss ``CE + T²·KL(teacher‖student at temperature T) + hint_weight·mean_h MSE_h`` as a
+    :func:`finetune` ``loss(logits, batch)``, with the regressors it trains and the hooks to remove."""
+    points = hint_points(teacher)
+    names = [m for m, _ in points]
+    with torch.no_grad():
+        teacher_features = capture_inputs(teacher, names, images, batch_size)
+        teacher_logits = torch.cat([teacher(b) for b in images.split(batch_size or len(images))])
+    producer_kept = {s.producer: kept[s.name] for s in find_sites(teacher) if s.name in kept}
+    regressors = []
+    for module, conv in points:
+        if conv in producer_kept:
+            # 1x1 regressor (student width -> teacher width), starting as the kept-channel embedding
+            index = producer_kept[conv]
+            regressor = nn.Conv2d(len(index), teacher_features[module].shape[1], 1, bias=False).to(images.device)
+            with torch.no_grad():
+                regressor.weight.zero_()
+                regressor.weight[index, torch.arange(len(index))] = 1.0
+            regressors.append(regressor)
+        else:
+            regressors.append(None)
+    stash = {}
+    modules = dict(student.named_modules())
+    handles = [modules[m].register_forward_pre_hook(lambda _m, inputs, m=m: stash.__setitem__(m, inputs[0])) for m in names]
+    temperature, hint_weight = float(opts["temperature"]), float(opts["hint_weight"])
+
+    def loss(logits, batch):
+        ce = F.cross_entropy(logits, labels[batch])
+        kd = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(teacher_logits[batch] / temperature, 1),
+                      reduction="batchmean") * temperature ** 2
+        hints = sum(F.mse_loss(stash[m] if r is None else r(stash[m]), teacher_features[m][batch])
+                    for m, r in zip(names, regressors)) / len(names)
+        return ce + kd + hint_weight * hints
+
+    info = {"hints": names, "regressors": [m for m, r in zip(names, regressors) if r is not None], "handles": handles}
+    return loss, [r for r in regressors if r is not None], info
+
+
+# --- layer-wise: channel statistics, selections, the 1x1 fold -----------------------------------
+
+
+@torch.no_grad()
+def channel_gram(problem: LayerProblem, weight: torch.Tensor, block: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-input-channel second moments of a layer's output (float64).
+
+    With ``X`` (R, D) the unfolded inputs and ``Y`` (R, C_out) the targets of ``problem`` and
+    ``weight`` W (C_out, D), input channel c contributes ``z_c = X_c W_cᵀ`` (R, C_out) to the output.
+    Returns ``M`` (C_in, C_in) with ``M[c, d] = ⟨z_c, z_d⟩`` and ``a`` (C_in,) with ``a[c] = ⟨z_c, Y⟩``,
+    from the Gram matrix ``G = XᵀX`` without forming any ``z_c``: ``M[c, d] = Σ_{k,k'} G[ck, dk']·(WᵀW)[ck, dk']``.
+    """
+    g, dim = problem.group_size, problem.dim
+    c_in = dim // g
+    w = weight.double()
+    gram, rhs = problem.gram, problem.rhs  # (D, D), (D, C_out)
+    a = (w.T * rhs).sum(1).reshape(c_in, g).sum(1)
+    m = torch.empty(c_in, c_in, dtype=torch.float64, device=w.device)
+    step = max(1, block // (dim * g))
+    for start in range(0, c_in, step):
+        stop = min(c_in, start + step)
+        cols = slice(start * g, stop * g)
+        m[start:stop] = (gram[cols] * (w[:, cols].T @ w)).reshape(stop - start, g, c_in, g).sum((1, 3))
+    return m, a
+
+
+def thinet_select(m: torch.Tensor, a: torch.Tensor, keep: int) -> torch.Tensor:
+    """ThiNet's greedy channel selection on :func:`channel_gram`'s ``(M, a)``: remove, one at a
+    time, the channel whose removal raises ``‖Y − Σ_{c kept} z_c‖²`` least (the raise of removing
+    c from the kept set S is ``2a_c − 2Σ_{d∈S} M_cd + M_cc``). With ``Y = Σ_c z_c`` (no accumulated
+    error) this is ThiNet's "smallest ‖Σ_{c removed} z_c‖²". Returns the kept channels, sorted."""
+    alive = torch.ones(len(a), dtype=torch.bool, device=a.device)
+    row_sums = m.sum(1)
+    for _ in range(len(a) - keep):
+        increase = torch.where(alive, 2 * (a - row_sums) + torch.diagonal(m), torch.full_like(a, math.inf))
+        c = int(torch.argmin(increase))
+        alive[c] = False
+        row_sums -= m[:, c]
+    return torch.nonzero(alive).flatten()
+
+
+def cp_select(m: torch.Tensor, a: torch.Tensor, keep: int) -> tuple[torch.Tensor, dict]:
+    """Channel Pruning's (He et al. 2017) LASSO selection on :func:`channel_gram`'s ``(M, a)``:
+    ``min_beta ‖Y − Σ_c beta_c z_c‖² + lambda‖beta‖₁`` with lambda raised from 0 until exactly
+    ``keep`` coefficients are non-zero. The whole LASSO path is computed exactly (LARS), and the
+    smallest lambda at which ``keep`` channels are left is taken. Returns the kept channels (sorted)
+    and ``{"lambda", "nonzero", "exact"}`` (lambda per element of the MSE; ``exact`` False when the
+    path never leaves exactly ``keep``: then the largest ``|beta_c|·‖z_c‖`` fill the width)."""
+    from sklearn.linear_model import lars_path_gram
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alphas, _, coefs = lars_path_gram(a.cpu().numpy(), m.cpu().numpy(), n_samples=1, method="lasso",
+                                          max_iter=20 * len(a))
+    coefs = torch.as_tensor(coefs, dtype=torch.float64)
+    # segment i lies between knots i and i+1 (lambda falls); its support is the midpoint's
+    mids = (coefs[:, :-1] + coefs[:, 1:]) / 2 if coefs.shape[1] > 1 else coefs
+    counts = (mids != 0).sum(0)
+    exact = torch.nonzero(counts == keep).flatten()
+    if len(exact):
+        i = int(exact[-1])  # the smallest lambda
+        beta = mids[:, i]
+    else:
+        more = torch.nonzero(counts >= keep).flatten()
+        i = int(more[-1]) if len(more) else mids.shape[1] - 1
+        beta = mids[:, i]
+    lam = float(alphas[i] + alphas[min(i + 1, len(alphas) - 1)])  # 2·alpha at the midpoint (sklearn's ½ scaling)
+    norms = torch.diagonal(m).cpu().clamp_min(0).sqrt()  # ‖z_c‖
+    order = torch.argsort(-norms, stable=True)
+    order = order[torch.argsort(-(beta.abs() * norms)[order], stable=True)]
+    kept = torch.sort(order[:keep]).values.to(a.device)
+    return kept, {"lambda": lam, "nonzero": int((beta != 0).sum()), "exact": bool(len(exact))}
+
+
+def fold_pointwise(weight: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Fold a bias-free 1×1 conv ``q`` (C_out, C_out) applied after a conv ``weight`` (C_out, C_in, kh, kw)
+    into that conv: ``Q * (W * x) = (Q·W) * x``."""
+    return torch.einsum("op,pihw->oihw", q.to(weight.dtype), weight)
+
+
+@torch.no_grad()
+def fskd_pointwise(teacher_output: torch.Tensor, student_output: torch.Tensor, ridge: float) -> torch.Tensor:
+    """FSKD's 1×1 conv ``Q`` (C_out, C_out): least squares ``min ‖WT*hT − Q(WS*hS)‖² + ρ‖Q − I‖²``
+    on the conv outputs (N, C_out, H', W'), solved as a layer of its own whose teacher is the identity."""
+    c = student_output.shape[1]
+    identity = nn.Conv2d(c, c, 1, bias=False).to(student_output)
+    identity.weight.copy_(torch.eye(c, dtype=student_output.dtype, device=student_output.device)[:, :, None, None])
+    return LayerProblem(objectives.regression(), identity, teacher_output, student_output).solve(None, ridge)
+
+
+def _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_progress):
+    """Fit every site front to back with ``name``'s selection and re-fit, handling BN and recording
+    each layer exactly as :func:`xdnb.distill.compress` does; returns ``(masked student,
+    kept_channels, history, extra config)``."""
+    bn, ridge = opts["bn"], float(opts["ridge"])
+    if name == "fskd":  # FSKD starts from the L1-norm student (teacher width, pruned inputs zeroed)
+        _, student, l1_kept, _ = _l1_norm(teacher, plan)
+    else:
+        student, l1_kept = copy.deepcopy(teacher), {}
+    sites = find_sites(student)
+    t_modules, s_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    capture_mode = "batch" if bn == "train" else "eval"
+    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
+    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
+    site_bns, all_bns = {s.bn for s in sites}, batch_norms(student)
+    first = next((i for i, n in enumerate(all_bns) if n in site_bns), len(all_bns))
+    if bn == "reestimate":  # the BNs in front of the first site normalise what every site sees
+        reestimate_bn(student, images, all_bns[:first], batch_size)
+    history, kept_channels, lasso = [], {}, {}
+    for index, site in enumerate(progress(sites, desc=f"compressing ({name})", enabled=show_progress)):
+        started = time.perf_counter()
+        t_conv, s_conv = t_modules[site.name], s_modules[site.name]
+        check_conv(t_conv, site.name)
+        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
+        keep, kept = plan.keep.get(site.name), None
+        with torch.no_grad():
+            tT, tS = t_conv(hT), t_conv(hS)
+            if name == "fskd":
+                q = fskd_pointwise(tT, s_conv(hS), ridge)
+                weight, kept = fold_pointwise(s_conv.weight, q), l1_kept.get(site.name)
+            else:
+                problem = LayerProblem(objectives.regression(), t_conv, hT, hS, (tT, tS))
+                if keep is not None:
+                    m, a = (v / problem.n for v in channel_gram(problem, problem.teacher_weight))  # MSE units
+                    if name == "thinet":
+                        kept = thinet_select(m, a, keep)
+                    else:
+                        kept, lasso[site.name] = cp_select(m, a, keep)
+                columns = None if kept is None else pruning_.columns_of(torch.as_tensor(kept), problem.group_size)
+                weight = problem.solve(columns, ridge)
+                del problem
+            s_conv.weight.copy_(weight.reshape(s_conv.weight.shape))
+            sT, sS = s_conv(hT), s_conv(hS)
+        if kept is not None:
+            kept_channels[site.name] = torch.as_tensor(kept).tolist()
+        if bn == "reestimate" and site.bn is not None:
+            set_bn_statistics(s_modules[site.bn], sS)  # its input is this conv's output on hS
+        errors = record_from_outputs(tT, tS, sT, sS)
+        record = {
+            "layer": site.name, "index": index, "in_channels": t_conv.in_channels,
+            "kept_channels": t_conv.in_channels if kept is None else len(kept),
+            "sparsity": pruning_.sparsity_of(s_conv.weight),
+            "objective_before": errors["eps_T"],  # the regression loss of the teacher's weights on hS
+            "objective_after": errors["estimation_error"],
+            **errors, "seconds": time.perf_counter() - started,
+        }
+        del hT, hS, tT, tS, sT, sS
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    if bn == "train":
+        reestimate_bn(student, images, None, batch_size)
+    elif bn == "reestimate":  # the BNs after the last site (e.g. the classifier's)
+        done = set(all_bns[:first]) | site_bns
+        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
+    extra = {"objective": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}
+    return student.eval(), kept_channels, history, extra
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, plan, *, seed: int = 0,
+        device=None, batch_size: int | None = None, callback=None, show_progress: bool = True, **options) -> Compressed:
+    """Compress ``teacher`` with the baseline ``name`` (one of :data:`METHODS`) on the K-shot
+    ``images`` (N, C, H, W) and ``labels`` (N,) to the ``plan`` (a :mod:`xdnb.pruning` plan, a spec
+    string or ``None``). ``options``: the method's parameters (:data:`DEFAULTS`). ``batch_size``:
+    images per forward pass (layer-wise) or per SGD step (bp, fitnet); ``None`` = all at once.
+    ``callback(record)`` runs after every layer of the layer-wise methods. The teacher is not modified.
+    """
+    started = time.perf_counter()
+    if name not in METHODS:
+        raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(METHODS)}")
+    plan = _check_plan(name, teacher, plan)
+    opts = _check_options(name, options)
+    if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor with N labels, got shapes "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    device = torch.device(device) if device is not None else next(teacher.parameters()).device
+    teacher = copy.deepcopy(teacher).to(device).eval()
+    images, labels = images.to(device), labels.to(device)
+    history, masks, extra = [], {}, {}
+    if name == "l1-norm":
+        student, masked, kept, masks = _l1_norm(teacher, plan)
+        opts = {"bn": "keep"}  # data-free
+    elif name in ("bp", "fitnet"):
+        student, masked, kept, masks, extra = _end_to_end(name, teacher, images, labels, plan, opts, seed,
+                                                          batch_size, show_progress)
+    else:
+        masked, kept, history, extra = _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_progress)
+        student = pruning_.remove_channels(copy.deepcopy(masked), kept)
+    config = {
+        "method": name, **opts, **extra,
+        "bn_description": (BN_DESCRIPTIONS if name in STRUCTURED_ONLY else END_TO_END_BN)[opts["bn"]],
+        "pruning": None if plan is None else plan.scheme, "pruning_kind": None if plan is None else plan.kind,
+        "images": len(images), "seed": seed,
+    }
+    return Compressed(student.eval(), masked.eval(), history, kept, masks, config, time.perf_counter() - started)
+
