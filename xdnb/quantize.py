@@ -58,8 +58,8 @@ GRANULARITIES = ("channel", "tensor")
 SCALES = ("mse", "max")
 #: Bit widths accepted (the paper-style experiments use 2, 4 and 8).
 MIN_BITS, MAX_BITS = 2, 8
-#: Clipping ratios tried by the ``mse`` scale search.
-SCALE_CANDIDATES = 100
+#: Clipping ratios tried by the ``mse`` scale search in each of its two passes (coarse, fine).
+SCALE_CANDIDATES = 32
 #: Defaults chosen on validation images of the digits train split: see bench/README.md.
 DEFAULT_STEPS = 300
 #: Adam learning rates in grid steps, per quantizer.
@@ -107,29 +107,35 @@ def codes(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
 def choose_scale(weight: torch.Tensor, bits: int, granularity: str = "channel", method: str = "mse") -> torch.Tensor:
     """The grid scale for ``weight`` (C_out, D): (C_out, 1) per channel, (1, 1) per tensor.
 
-    ``mse``: of ``SCALE_CANDIDATES`` clipping ratios ``r`` in (0, 1], the scale ``r·max|w|/q``
-    with the smallest squared rounding error; ``max``: ``max|w| / q``. All-zero rows get scale 1.
+    ``mse``: the clipping ratio ``r`` in (0, 1] of ``s = r·max|w|/q`` with the smallest squared
+    rounding error, searched on ``SCALE_CANDIDATES`` evenly spaced ratios and then refined on as
+    many between the best one's neighbours; ``max``: ``max|w| / q``. All-zero rows get scale 1.
     """
     q = levels(bits)
     _check_choice("granularity", granularity, GRANULARITIES)
     _check_choice("scale", method, SCALES)
     w = weight.detach()
-    reduce = (lambda t: t.sum(1, keepdim=True)) if granularity == "channel" else (lambda t: t.sum().reshape(1, 1))
     top = w.abs().amax(1, keepdim=True) if granularity == "channel" else w.abs().max().reshape(1, 1)
     top = torch.where(top > 0, top, torch.ones_like(top))
     if method == "max":
         return top / q
-    best_scale, best_error = top / q, None
-    for ratio in torch.linspace(1.0 / SCALE_CANDIDATES, 1.0, SCALE_CANDIDATES).tolist():
-        scale = top * (ratio / q)
-        error = reduce((w - quantize(w, scale, bits)).double().pow(2))
-        if best_error is None:
-            best_scale, best_error = scale, error
-            continue
-        better = error < best_error
-        best_scale = torch.where(better, scale, best_scale)
-        best_error = torch.where(better, error, best_error)
-    return best_scale
+
+    def best_of(ratios: list[torch.Tensor]) -> torch.Tensor:
+        best, best_error = None, None
+        for ratio in ratios:
+            err = (w - quantize(w, top * (ratio / q), bits)).pow(2).sum(1, keepdim=True).double()
+            err = err if granularity == "channel" else err.sum().reshape(1, 1)
+            if best is None:
+                best, best_error = ratio, err
+            else:
+                better = err < best_error
+                best, best_error = torch.where(better, ratio, best), torch.where(better, err, best_error)
+        return best
+
+    n, step = SCALE_CANDIDATES, 1.0 / SCALE_CANDIDATES
+    coarse = best_of([torch.full_like(top, (i + 1) * step) for i in range(n)])
+    fine = [(coarse + (i + 0.5) * (2 * step / n) - step).clamp(step / 10, 1.0) for i in range(n)]
+    return top * (best_of([coarse, *fine]) / q)
 
 
 def distinct_values(weight: torch.Tensor, granularity: str = "channel") -> int:
@@ -146,7 +152,7 @@ def distinct_values(weight: torch.Tensor, granularity: str = "channel") -> int:
 
 def ste_backward(latent: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     """The STE's gradient for the latent weights: ``grad`` where ``|w| ≤ q·s``, zero outside."""
-    return grad * (latent.abs() <= levels(bits) * scale).to(grad.dtype)
+    return torch.where(latent.abs() <= levels(bits) * scale, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
 class STEQuantize(torch.autograd.Function):
@@ -192,14 +198,13 @@ class _Adam:
         self.t += 1
         self.m.mul_(b1).add_(grad, alpha=1 - b1)
         self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat = self.m / (1 - b1 ** self.t)
-        v_hat = self.v / (1 - b2 ** self.t)
-        return lr * m_hat / (v_hat.sqrt() + self.eps)
+        denominator = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+        return (self.m / denominator).mul_(lr / (1 - b1 ** self.t))
 
 
 class _Objective:
     """``f(W) + (ρ/n)‖W − WT‖²``, the engine's ridge-regularised layer objective, with its
-    gradient and a value computed from the gradient at no extra cost."""
+    gradient and its value from one product with the curvature."""
 
     def __init__(self, problem: LayerProblem, ridge: float):
         if ridge < 0:
@@ -208,24 +213,27 @@ class _Objective:
         self.rhs_t = problem.rhs_t(problem.teacher_weight.dtype)
         self.coef = ridge * problem.curvature_scale / problem.n
         self.anchor = problem.teacher_weight
-        # the many products W·G of an iterative fit: a float32 Gram when it is the cheaper form
-        # (D < 2·rows), else the raw rows
-        self.gram32 = None
-        if not problem.keeps_rows or problem.dim < 2 * problem.x_rows.shape[0]:
-            self.gram32 = problem.gram.to(problem.teacher_weight.dtype)
+        # the many products of an iterative fit use the cheaper form: the raw rows X̃ (R̃, D) when
+        # D >= 2·R̃ (few images, deep layers), else a float32 copy of the Gram matrix
+        self.rows = problem.keeps_rows and problem.dim >= 2 * problem.x_rows.shape[0]
+        self.gram32 = None if self.rows else problem.gram.to(problem.teacher_weight.dtype)
 
     def apply_gram(self, w: torch.Tensor) -> torch.Tensor:
-        return self.problem.apply_gram(w) if self.gram32 is None else w @ self.gram32
+        return self.problem.apply_gram(w) if self.rows else w @ self.gram32
 
     def grad(self, w: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """``(∇, value)`` at ``w``; ``value`` uses ``n·f = c − Σ w∘Bᵀ + (n/2)·Σ w∘∇f``."""
+        """``(∇, value)`` at ``w`` (C_out, D)."""
         p = self.problem
-        g = (self.apply_gram(w) - self.rhs_t) * (2.0 / p.n)
-        w64 = w.double()
-        value = (p.const - float((w64 * self.rhs_t.double()).sum())) / p.n + 0.5 * float((w64 * g.double()).sum())
+        if self.rows:  # residual Ỹ − X̃Wᵀ (C_out, R̃) is small: f = ‖residual‖²/n exactly
+            residual = p.y_rows.T - w @ p.x_rows.T
+            value = float(residual.double().pow(2).sum()) / p.n
+            g = (residual @ p.x_rows) * (-2.0 / p.n)
+        else:  # n·f = c − 2·Σ w∘Bᵀ + Σ w∘(WG) = c + Σ w∘(n/2·∇f − Bᵀ); row sums in float32, total in float64
+            g = (w @ self.gram32 - self.rhs_t) * (2.0 / p.n)
+            value = (p.const + float((w * (0.5 * p.n * g - self.rhs_t)).sum(1).double().sum())) / p.n
         if self.coef:
             diff = w - self.anchor
-            value += self.coef * float(diff.double().pow(2).sum())
+            value += self.coef * float(diff.pow(2).sum(1).double().sum())
             g = g + (2 * self.coef) * diff
         return g, value
 
