@@ -48,7 +48,7 @@ PRESETS = {
 SOFT = "soft:0.5,0.5"
 #: Our methods in table order (after the baselines, as in the paper).
 OURS = ("regression", "correction", "imitation", "cross", SOFT)
-#: Baselines that only exist for channel pruning (METHOD.md).
+#: Baselines that only exist for channel pruning (METHOD.md; :mod:`xdnb.baselines` has the final say).
 STRUCTURED_ONLY = ("fskd", "thinet", "cp")
 VGG_SCHEMES = ("VGG-A", "VGG-B", "VGG-C", "VGG-50")
 SPARSITIES = ("sparse:0.5", "sparse:0.7", "sparse:0.9", "sparse:0.95")
@@ -122,7 +122,11 @@ def _matches(result: dict, where: dict | None) -> bool:
 def available_methods(structured: bool = True) -> list[str]:
     """Method specs of a full preset: the baselines found in :mod:`xdnb.baselines`, then ours."""
     names = experiment.methods()
-    baselines = [m for m in names if m not in objectives.OBJECTIVES and (structured or m not in STRUCTURED_ONLY)]
+    try:
+        from .baselines import STRUCTURED_ONLY as channel_only
+    except ImportError:
+        channel_only = STRUCTURED_ONLY
+    baselines = [m for m in names if m not in objectives.OBJECTIVES and (structured or m not in channel_only)]
     return baselines + list(OURS)
 
 
