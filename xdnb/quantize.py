@@ -11,8 +11,8 @@ a channel (``granularity="channel"``, one scale per output filter) or a whole te
 (``"tensor"``) takes at most ``2^k − 1 < 2^k`` distinct values. Zero is on the grid, so a pruned
 weight stays exactly zero.
 
-Scale: ``"mse"`` (default) searches ``SCALE_CANDIDATES`` clipping ratios of the largest magnitude
-and keeps the one with the smallest squared rounding error of the starting weights; ``"max"`` is
+Scale: ``"mse"`` (default) searches clipping ratios of the largest magnitude (a coarse and a fine
+pass) for the smallest squared rounding error of the starting weights; ``"max"`` is
 ``max|w| / q`` (nothing clipped). The scale is fixed while fitting; at the end (``refit_scale``)
 it is re-solved in closed form for the fitted integer codes, which is exact because the objective
 is quadratic in the scale (per channel: ``s = zᵀb / zᵀGz``, ridge included).
@@ -73,7 +73,7 @@ DEFAULT_STRENGTH = 1.0
 
 def check_bits(bits) -> int:
     """``bits`` as an int in [MIN_BITS, MAX_BITS]; ValueError naming the value otherwise."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or bits != int(bits) or not MIN_BITS <= bits <= MAX_BITS:
+    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not MIN_BITS <= bits <= MAX_BITS or bits != int(bits):
         raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
     return int(bits)
 
@@ -94,8 +94,7 @@ def quantize(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tens
 
     ``weight``: (C_out, D); ``scale``: (C_out, 1) per channel or (1, 1) per tensor, positive.
     """
-    q = levels(bits)
-    return torch.clamp(torch.round(weight / scale), -q, q) * scale
+    return codes(weight, scale, bits) * scale
 
 
 def codes(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
