@@ -154,11 +154,19 @@ class LayerProblem:
         xk = self.x_rows[:, columns]
         return xk @ xk.T
 
+    @functools.cached_property
+    def _gram32(self) -> torch.Tensor:
+        """``G`` in float32, for the many products of the iterative solvers."""
+        return self.gram.float()
+
     def apply_gram(self, w: torch.Tensor) -> torch.Tensor:
-        """``W G`` (C_out, D) for ``W`` (C_out, D), through the cheaper of the two forms."""
-        if self.keeps_rows:
+        """``W G`` (C_out, D) for ``W`` (C_out, D), through the cheaper of the two forms: the raw
+        rows cost two products of R̃·D·C_out, the Gram matrix one of D²·C_out."""
+        if self.keeps_rows and 2 * self.total_rows < self.dim:
             return (w @ self.x_rows.T) @ self.x_rows
-        return (w.to(self._gram.dtype) @ self._gram).to(w.dtype)
+        if w.dtype == torch.float64:
+            return w @ self.gram
+        return w @ self._gram32
 
     def rhs_t(self, dtype: torch.dtype) -> torch.Tensor:
         """``Bᵀ`` (C_out, D) in ``dtype``."""
