@@ -1,0 +1,196 @@
+"""The tutorial panels driven headlessly: set a control, let its callback run, and check the
+figure against direct library calls (distill.compress + metrics.layer_errors)."""
+
+import pytest
+import torch
+
+from xdnb import distill, metrics, plots, tutorial, widgets
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as in the notebooks: on a loaded 2-core machine, 2 threads can make a
+    compression 10x slower (OpenMP threads waiting on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench(digits_teacher, one_thread):
+    return tutorial.Bench(teacher=digits_teacher)
+
+
+def _direct(bench, objective, k=1, seed=0, pruning="keep:0.25", ridge=0.1, bn="reestimate", **kw):
+    """What the panel should show, computed without xdnb.tutorial."""
+    images, _ = bench.shots(k, seed)
+    torch.manual_seed(seed)
+    result = distill.compress(bench.teacher, images, objective, pruning=pruning, ridge=ridge, bn=bn,
+                              show_progress=False, **kw)
+    held = metrics.layer_errors(bench.teacher, result.masked_student, bench.held_images)
+    accuracy = metrics.accuracy(result.student, bench.held_images, bench.held_labels)
+    return result, held, accuracy
+
+
+def _relative(records, key="relative_error"):
+    """Per-layer values relative to the teacher output power, computed from the library's own
+    relative_error (est / power) rather than through xdnb.plots."""
+    return [r[key] * r["relative_error"] / r["estimation_error"] for r in records]
+
+
+def test_error_panel_matches_the_library_and_follows_its_k_slider(bench, capsys):
+    panel = widgets.ErrorPanel(bench)
+    held_trace, train_trace = panel.figure.data
+    result, held, accuracy = _direct(bench, "regression")
+    assert list(held_trace.y) == pytest.approx(_relative(held), rel=1e-9)
+    assert list(train_trace.y) == pytest.approx(_relative(result.history), rel=1e-9)
+    assert list(held_trace.x) == ["conv2", "conv3", "conv4", "conv5", "conv6"]
+    assert panel.trial.accuracy == accuracy
+    before = list(held_trace.y)
+
+    panel.controls["k"].value = 2  # what moving the slider does
+    assert panel.params["k"] == 2
+    after = list(panel.figure.data[0].y)
+    assert after != before
+    _, held2, accuracy2 = _direct(bench, "regression", k=2)
+    assert after == pytest.approx(_relative(held2), rel=1e-9)
+    assert f"{100 * accuracy2:.1f} %" in panel.status.value
+    assert capsys.readouterr() == ("", "")  # panels never print
+
+
+def test_the_plot_is_redrawn_after_every_layer_during_a_compression(bench):
+    panel = widgets.ErrorPanel(bench)
+    lengths = []
+    panel.figure.data[1].on_change(lambda trace, y: lengths.append(len(y or ())), "y")
+    panel.update(keep=0.5)
+    # cleared, then one more layer per engine callback, then the final redraw
+    assert lengths[:6] == [0, 1, 2, 3, 4, 5]
+    assert panel.controls["keep"].value == 0.5  # update() keeps the controls in sync
+
+
+def test_cross_panel_mu_slider_redraws_cross_only_and_matches_the_library(bench):
+    panel = widgets.CrossPanel(bench)
+    assert len(panel.figure.data) == 6  # (regression, cross) x (L^r, eps_S, eps_T)
+    reference = panel.reference()
+    regression_eps = list(panel.figure.data[1].y)
+    panel.controls["mu"].value = 0.3
+    assert panel.reference() is reference  # not recomputed for a mu change
+    assert list(panel.figure.data[1].y) == regression_eps
+    _, held, _ = _direct(bench, "cross", mu=0.3)
+    for col, key in enumerate(("relative_error", "eps_S", "eps_T")):
+        assert list(panel.figure.data[3 + col].y) == pytest.approx(_relative(held, key), rel=1e-9)
+    assert panel.figure.data[3].name == "cross(mu=0.3)"
+    assert "bound holds on every layer: yes" in panel.status.value
+    panel.controls["ridge"].value = 1e-3
+    assert panel.reference() is not reference  # a ridge change does recompute regression
+
+
+def test_soft_panel_moves_the_ring_and_draws_the_soft_loss(bench):
+    grid = tutorial.soft_grid(bench, [0.0, 1.0], [0.0, 1.0], k=1)
+    panel = widgets.SoftPanel(bench, grid=grid, value="error")
+    heat = panel.figure.data[0]
+    assert heat.type == "heatmap" and [list(r) for r in heat.z] == [[round(v, 4) for v in row] for row in grid["error"]]
+    panel.controls["alpha"].value = 1.0
+    panel.controls["beta"].value = 0.0
+    ring = panel.figure.data[panel._ring]
+    assert (ring.x[0], ring.y[0]) == (0.0, 1.0)  # x = beta, y = alpha
+    _, held, accuracy = _direct(bench, "correction")  # soft(1, 0) is correction
+    assert list(panel.figure.data[-1].y) == pytest.approx(_relative(held), rel=1e-9)
+    assert "beta' = 1 − beta = 1" in panel.status.value
+    assert grid["accuracy"][1][0] == pytest.approx(100 * accuracy)
+
+
+def test_pruning_panel_shows_kept_channels_or_weights(bench):
+    panel = widgets.PruningPanel(bench, removed=0.75)
+    teacher_bars, kept_bars, line = panel.figure.data
+    assert list(kept_bars.y) == [8, 8, 16, 16, 32]  # a quarter of the input channels 32, 32, 64, 64, 128
+    assert list(teacher_bars.y) == [32, 32, 64, 64, 128]
+    assert "parameters" in panel.status.value and "FLOPs" in panel.status.value
+    panel.controls["kind"].value = "unstructured"
+    kept = list(panel.figure.data[1].y)
+    assert all(abs(v - 0.25) < 0.01 for v in kept)
+    assert len(panel.figure.data[0].y) == 0
+    _, held, _ = _direct(bench, "cross", pruning="sparse:0.75")
+    assert list(panel.figure.data[2].y) == pytest.approx(_relative(held), rel=1e-9)
+
+
+def test_bad_values_are_reported_in_the_status_line_and_names_are_checked(bench):
+    panel = widgets.ErrorPanel(bench)
+    panel._on_change("keep")({"new": 0.0})  # what a control callback would pass; must not raise
+    assert "ValueError" in panel.status.value and "keep ratio" in panel.status.value
+    with pytest.raises(ValueError, match="no parameter 'mu'"):
+        panel.update(mu=0.5)
+    with pytest.raises(ValueError, match="no parameter"):
+        widgets.CrossPanel(bench, alpha=0.5)
+
+
+def test_stored_notebook_text_of_a_panel_is_its_description(bench):
+    panel = widgets.ErrorPanel(bench, k=5)
+    bundle = panel._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("ErrorPanel(k=5, keep=0.25")
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    snap = panel.snapshot()
+    assert list(snap.data[0].y) == list(panel.figure.data[0].y) and snap is not panel.figure
+
+
+def test_all_controls_wait_for_release(bench):
+    panel = widgets.CrossPanel(bench)
+    sliders = [c for c in panel.controls.values() if hasattr(c, "continuous_update")]
+    assert sliders and not any(c.continuous_update for c in sliders if "Slider" in type(c).__name__)
+
+
+# --- xdnb.tutorial, the computations behind the panels -------------------------------------------
+
+
+def test_fast_layer_errors_equal_the_library_ones(bench):
+    result, held, _ = _direct(bench, "soft", alpha=0.5, beta=0.5)
+    assert tutorial.layer_errors(bench.teacher, result.masked_student, bench.held_images) == held
+    with pytest.raises(ValueError, match="masked_student"):
+        tutorial.layer_errors(bench.teacher, result.student, bench.held_images)
+
+
+def test_bench_runs_are_deterministic_and_record_their_settings(bench):
+    a, b = bench.run("cross", k=1, seed=1), bench.run("cross", k=1, seed=1)
+    assert a.errors() == b.errors() and a.accuracy == b.accuracy
+    assert a.settings == {"method": "cross", "k": 1, "seed": 1, "pruning": "keep:0.25", "bn": "reestimate",
+                          "solver": "lstsq", "ridge": 0.1, "mu": 0.6}
+    assert a.label == "cross(mu=0.6)"
+    assert a.errors(split="train") == [r["relative_error"] for r in a.train]
+    with pytest.raises(ValueError, match="split"):
+        a.errors(split="test")
+    bound = a.bound(0.6)
+    assert all(e <= b for e, b in zip(a.errors(), bound))
+    assert bound[2] == pytest.approx(metrics.bound(a.held_out[2], 0.6) * a.held_out[2]["relative_error"]
+                                     / a.held_out[2]["estimation_error"])
+    with pytest.raises(ValueError, match="unknown method"):
+        bench.run("lasso")
+
+
+def test_soft_grid_corners_are_the_named_losses(bench):
+    grid = tutorial.soft_grid(bench, [0.0, 1.0], [0.0, 1.0], k=1)
+    for name, (alpha, beta) in plots.SOFT_CORNERS.items():
+        trial = bench.run(name, k=1)
+        i, j = grid["alphas"].index(alpha), grid["betas"].index(beta)
+        assert grid["accuracy"][i][j] == 100 * trial.accuracy
+        assert grid["error"][i][j] == sum(trial.errors())
+    assert "regression (1, 1)" in tutorial.grid_summary(grid)
+
+
+def test_text_tables(bench):
+    grid = {"regression": {1: [0.8, 0.9], 5: [0.95, 0.97]}, "cross": {1: [0.85, 0.85]}}
+    text = tutorial.format_accuracy(grid)
+    lines = text.splitlines()
+    assert lines[0].split() == ["K=1", "K=5"]
+    assert lines[1].split() == ["regression", "85.0", "±", "7.1", "96.0", "±", "1.4"]
+    assert lines[2].split() == ["cross", "85.0", "±", "0.0"]
+    table = tutorial.layer_table(["conv2", "conv3"], {"a": [0.12345, 1.0]})
+    assert table.splitlines()[1].split() == ["conv2", "0.123"]
+    with pytest.raises(ValueError, match="2 layers"):
+        tutorial.layer_table(["conv2", "conv3"], {"a": [1.0]})
+
+
+def test_baselines_run_through_the_bench_and_l1_norm_keeps_bn(bench):
+    trial = bench.run("l1-norm", k=1)
+    assert trial.settings["bn"] == "keep"
+    assert len(trial.held_out) == 5 and 0.0 <= trial.accuracy <= 1.0

@@ -1,0 +1,313 @@
+"""The computations behind the tutorial notebooks and their panels (no widgets, no figures).
+
+A :class:`Bench` holds what every tutorial experiment shares: the teacher, the training split the
+K-shot images are drawn from, and held-out images (the digits test split by default). Its
+:meth:`Bench.run` compresses the teacher with one objective (or baseline) and measures the result
+the way the tutorials look at it, returning a :class:`Trial`:
+
+- ``train``: the engine's per-layer records, measured on the K-shot images the student was fitted on;
+- ``held_out``: the same per-layer quantities on the held-out images
+  (:func:`xdnb.metrics.layer_errors` on the masked student);
+- ``accuracy``: top-1 accuracy of the compressed student on the held-out images.
+
+Per-layer quantities are mean squared errors of pre-activation conv outputs;
+:meth:`Trial.errors` divides them by the teacher output's power ``mean((WT*hT)²)``
+(:func:`xdnb.plots.layer_value`) so layers of different scale can be compared on one axis. The panels of :mod:`xdnb.widgets` and the tests call the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import data, distill, metrics, models, objectives, pruning
+from .plots import layer_labels, layer_value
+from .solvers import DEFAULT_RIDGE
+
+#: The digits default every tutorial starts from: 75 % of the input channels of every prunable
+#: conv removed, K = 1 image per class, batch-norm statistics re-estimated (METHOD.md).
+DEFAULT_PRUNING = "keep:0.25"
+DEFAULT_K = 1
+@dataclass
+class Trial:
+    """One compression and its measurements (see module docstring).
+
+    ``settings``: what was run (method, k, seed, pruning, bn, solver, and the method's parameters);
+    ``train`` / ``held_out``: per-layer records; ``accuracy``: held-out top-1 (a fraction);
+    ``seconds``: compression time; ``compressed``: the engine's full outcome (students, masks).
+    """
+
+    settings: dict
+    train: list[dict]
+    held_out: list[dict]
+    accuracy: float
+    seconds: float
+    compressed: distill.Compressed = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """``regression``, ``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``..."""
+        s = self.settings
+        if s["method"] == "cross":
+            return f"cross(mu={s['mu']:g})"
+        if s["method"] == "soft":
+            return f"soft(alpha={s['alpha']:g}, beta={s['beta']:g})"
+        return s["method"]
+
+    def errors(self, key: str = "relative_error", split: str = "held_out") -> list[float]:
+        """One value per layer of ``key`` (relative to the teacher output power, see
+        :func:`relative`) on ``split`` (``"held_out"`` or ``"train"``)."""
+        return [layer_value(r, key) for r in self._split(split)]
+
+    def bound(self, mu: float, split: str = "held_out") -> list[float]:
+        """Per layer, the right-hand side of the bound ``2·L(mu) + 2·(mu·eps_S + (1−mu)·eps_T)``
+        (:func:`xdnb.metrics.bound`), relative to the teacher output power like :meth:`errors`."""
+        return [layer_value({**r, "bound_value": metrics.bound(r, mu)}, "bound_value") for r in self._split(split)]
+
+    def _split(self, split: str) -> list[dict]:
+        if split not in ("held_out", "train"):
+            raise ValueError(f"split must be 'held_out' or 'train', got {split!r}")
+        return getattr(self, split)
+
+    def names(self, names: dict | None = None) -> list[str]:
+        """The layers' labels (``names``: e.g. :attr:`Bench.layer_names`)."""
+        return layer_labels(self.held_out, names)
+
+    def summary(self, digits: int = 3) -> dict:
+        """Short rounded numbers for printing: accuracy (%), held-out relative L^r per layer,
+        and their sum."""
+        held = self.errors()
+        return {
+            "method": self.label,
+            "accuracy_%": round(100 * self.accuracy, 1),
+            "held_out_L^r": [round(v, digits) for v in held],
+            "sum": round(sum(held), digits),
+        }
+
+
+class Bench:
+    """Teacher, data and K-shot sets shared by the tutorial experiments.
+
+    ``teacher``: a network (default: the cached digits teacher, trained once on first use);
+    ``train``: the dataset K-shot images are drawn from (default: digits train split);
+    ``held_out``: ``(images, labels)`` used for held-out errors and accuracy (default: the digits
+    test split, 450 images); ``held_out_limit``: use only the first this many held-out images.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, train=None,
+                 held_out: tuple[torch.Tensor, torch.Tensor] | None = None, held_out_limit: int | None = None):
+        self.teacher = (teacher if teacher is not None else models.teacher("digits")).eval()
+        self.train = train if train is not None else data.digits("train")
+        images, labels = held_out if held_out is not None else data.stack(data.digits("test"))
+        if held_out_limit is not None:
+            images, labels = images[:held_out_limit], labels[:held_out_limit]
+        self.held_images, self.held_labels = images, labels
+        self._shots: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @functools.cached_property
+    def teacher_accuracy(self) -> float:
+        """The teacher's held-out top-1 accuracy (a fraction)."""
+        return metrics.accuracy(self.teacher, self.held_images, self.held_labels)
+
+    @functools.cached_property
+    def layer_names(self) -> dict[str, str]:
+        """Readable names of the conv sites for axis labels: ``{"feature.3": "conv2", ...}`` for a
+        VGG (convs numbered from the image conv, conv1, which is not a site); else the paths."""
+        from torch.nn import Conv2d
+
+        from .sites import find_sites
+
+        sites = [s.name for s in find_sites(self.teacher)]
+        feature = getattr(self.teacher, "feature", None)
+        if feature is None:
+            return {name: name for name in sites}
+        convs = [f"feature.{i}" for i, m in enumerate(feature) if isinstance(m, Conv2d)]
+        return {name: f"conv{convs.index(name) + 1}" if name in convs else name for name in sites}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.held_images.shape[1:])
+
+    def shots(self, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K-shot set ``(images (10K, C, H, W), labels (10K,))`` for ``(k, seed)`` (cached)."""
+        key = (int(k), int(seed))
+        if key not in self._shots:
+            self._shots[key] = data.stack(self.train, data.few_shot(self.train, k=key[0], seed=key[1]))
+        return self._shots[key]
+
+    def run(self, method: str = "regression", *, k: int = DEFAULT_K, seed: int = 0,
+            pruning: str | None = DEFAULT_PRUNING, bn: str = "reestimate", solver: str = "lstsq",
+            ridge: float = DEFAULT_RIDGE, mu: float | None = None, alpha: float | None = None,
+            beta: float | None = None, callback: Callable[[dict], None] | None = None, **options) -> Trial:
+        """Compress the teacher with ``method`` on the ``(k, seed)`` K-shot set and measure it.
+
+        ``method``: an objective (``regression``, ``correction``, ``imitation``, ``cross`` with
+        ``mu`` (default 0.6), ``soft`` with ``alpha``, ``beta``) or a baseline of
+        :mod:`xdnb.baselines` (``options`` are its parameters). ``pruning``: a spec of
+        :func:`xdnb.pruning.parse` (``keep:0.25``, ``sparse:0.9``, ``VGG-50``...) or ``None``.
+        ``callback(record)`` runs after every layer (the engine's record, on the K-shot images).
+        Deterministic for a fixed seed and thread count.
+        """
+        images, labels = self.shots(k, seed)
+        torch.manual_seed(seed)
+        settings = {"method": method, "k": int(k), "seed": int(seed), "pruning": pruning, "bn": bn}
+        if method in objectives.OBJECTIVES:
+            objective = objectives.get(method, mu=mu, alpha=alpha, beta=beta)
+            settings.update({"solver": solver, **({"ridge": ridge} if solver == "lstsq" else {}),
+                             **dict(objective.params), **options})
+            outcome = distill.compress(self.teacher, images, objective, pruning=pruning, solver=solver, bn=bn,
+                                       ridge=ridge, callback=callback, show_progress=False, **options)
+        else:
+            from . import baselines
+
+            if method not in baselines.METHODS:
+                allowed = ", ".join(objectives.OBJECTIVES + tuple(baselines.METHODS))
+                raise ValueError(f"unknown method {method!r}; allowed: {allowed}")
+            if method == "l1-norm":  # data-free: it always keeps the teacher's BN statistics
+                settings["bn"] = "keep"
+            else:
+                options = {"bn": bn, **options}
+            settings.update(options)
+            outcome = baselines.run(method, self.teacher, images, labels, pruning, seed=seed, callback=callback,
+                                    show_progress=False, **options)
+        held = layer_errors(self.teacher, outcome.masked_student, self.held_images)
+        accuracy = metrics.accuracy(outcome.student, self.held_images, self.held_labels)
+        return Trial(settings, outcome.history, held, accuracy, outcome.seconds, outcome)
+
+    def accuracies(self, method: str = "regression", seeds: Sequence[int] = (0, 1, 2), **settings) -> list[float]:
+        """Held-out accuracy (fractions) of :meth:`run` over ``seeds`` (one K-shot draw each)."""
+        return [self.run(method, seed=seed, **settings).accuracy for seed in seeds]
+
+    def size(self, model: nn.Module) -> dict:
+        """Parameters (all, non-zero) and FLOPs (dense, effective) of ``model`` on one input."""
+        return {**pruning.count_params(model),
+                **{f"flops_{k}": v for k, v in pruning.count_flops(model, self.input_shape).items()}}
+
+
+@torch.no_grad()
+def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[dict]:
+    """:func:`xdnb.metrics.layer_errors` (same records, same values) for image sets small enough
+    to hold every site's input at once: two forward passes in total instead of two per site,
+    which is what keeps a slider change on digits well under a second. ``student``: the masked
+    (teacher-width) student."""
+    from .distill import layer_record
+    from .sites import capture_inputs, find_sites
+
+    sites = [s.name for s in find_sites(teacher)]
+    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    for name in sites:
+        if name not in student_modules or student_modules[name].weight.shape != teacher_modules[name].weight.shape:
+            return metrics.layer_errors(teacher, student, images)  # raises the library's explanation
+    inputs_T, inputs_S = capture_inputs(teacher, sites, images), capture_inputs(student, sites, images)
+    rows = []
+    for index, name in enumerate(sites):
+        record = layer_record(teacher_modules[name], student_modules[name], inputs_T[name], inputs_S[name])
+        record["bound"] = metrics.bound(record, 0.5)
+        rows.append({"layer": name, "index": index, **record})
+    return rows
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def soft_grid(bench: Bench, alphas: Sequence[float], betas: Sequence[float], **settings) -> dict:
+    """Run ``soft(alpha, beta)`` on every grid point. Returns ``{"alphas", "betas", "accuracy",
+    "error"}`` with ``accuracy[i][j]`` (%) and ``error[i][j]`` (sum over layers of the held-out
+    relative L^r) at ``alphas[i]``, ``betas[j]`` (paper's convention: (1, 1) regression,
+    (1, 0) correction, (0, 1) imitation)."""
+    accuracy, error = [], []
+    for a in alphas:
+        row_acc, row_err = [], []
+        for b in betas:
+            trial = bench.run("soft", alpha=a, beta=b, **settings)
+            row_acc.append(100 * trial.accuracy)
+            row_err.append(sum(trial.errors()))
+        accuracy.append(row_acc)
+        error.append(row_err)
+    return {"alphas": list(alphas), "betas": list(betas), "accuracy": accuracy, "error": error}
+
+
+@torch.no_grad()
+def latency(model: nn.Module, images: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time (seconds) of one forward pass of ``model`` on ``images`` (eval mode)."""
+    model.eval()
+    for _ in range(warmup):
+        model(images)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model(images)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def accuracy_grid(bench: Bench, methods, ks: Sequence[int] = (DEFAULT_K,), seeds: Sequence[int] = (0, 1, 2),
+                  **settings) -> dict[str, dict[int, list[float]]]:
+    """Held-out accuracies (fractions) per method label and K, one per seed: ``{label: {k: [...]}}``.
+
+    ``methods``: names (``["regression", "cross"]``) or ``{label: run settings}``, e.g.
+    ``{"cross, ridge 0.001": {"method": "cross", "ridge": 1e-3}}``; ``settings`` apply to all."""
+    specs = {m: {"method": m} for m in methods} if not isinstance(methods, dict) else methods
+    grid: dict[str, dict[int, list[float]]] = {}
+    for label, spec in specs.items():
+        spec = {**settings, **spec}
+        method = spec.pop("method")
+        grid[label] = {k: [bench.run(method, k=k, seed=s, **spec).accuracy for s in seeds] for k in ks}
+    return grid
+
+
+def format_accuracy(grid: dict[str, dict[int, list[float]]], digits: int = 1) -> str:
+    """A plain-text table of :func:`accuracy_grid`: one row per label, one column per K,
+    ``mean ± std`` in % (sample std over the seeds)."""
+    ks = sorted({k for per_k in grid.values() for k in per_k})
+    width = max(len(label) for label in grid) if grid else 6
+    lines = [f"{'':<{width}}  " + "  ".join(f"{f'K={k}':>13}" for k in ks)]
+    for label, per_k in grid.items():
+        cells = []
+        for k in ks:
+            if k in per_k:
+                mean, std = mean_std([100 * a for a in per_k[k]])
+                cells.append(f"{mean:>6.{digits}f} ± {std:<4.{digits}f}")
+            else:
+                cells.append(f"{'':>13}")
+        lines.append((f"{label:<{width}}  " + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def layer_table(names: Sequence[str], columns: dict[str, Sequence[float]], digits: int = 3) -> str:
+    """A plain-text table with one row per layer (``names``) and one column per entry of
+    ``columns`` (title -> one value per layer), values rounded to ``digits`` decimals."""
+    for title, values in columns.items():
+        if len(values) != len(names):
+            raise ValueError(f"column {title!r} has {len(values)} values for {len(names)} layers")
+    width = max([len("layer")] + [len(n) for n in names])
+    widths = [max(len(t), digits + 3) for t in columns]
+    lines = [f"{'layer':<{width}}  " + "  ".join(f"{t:>{w}}" for t, w in zip(columns, widths))]
+    for i, name in enumerate(names):
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{values[i]:>{w}.{digits}f}" for values, w in zip(columns.values(), widths)))
+    return "\n".join(lines)
+
+
+def grid_summary(grid: dict, digits: int = 3) -> str:
+    """Plain text: the summed held-out L^r and accuracy of :func:`soft_grid` at its named corners,
+    its centre, and its lowest-error point."""
+    alphas, betas = grid["alphas"], grid["betas"]
+    points = {"regression (1, 1)": (1.0, 1.0), "correction (1, 0)": (1.0, 0.0), "imitation (0, 1)": (0.0, 1.0),
+              "(0, 0)": (0.0, 0.0), "centre (0.5, 0.5)": (0.5, 0.5)}
+    i, j = min(((i, j) for i in range(len(alphas)) for j in range(len(betas))), key=lambda ij: grid["error"][ij[0]][ij[1]])
+    rows = [(label, alphas.index(a), betas.index(b)) for label, (a, b) in points.items() if a in alphas and b in betas]
+    rows.append((f"lowest error ({alphas[i]:g}, {betas[j]:g})", i, j))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'(alpha, beta)':<{width}}  {'sum of L^r':>10}  {'accuracy %':>10}"]
+    for label, i, j in rows:
+        lines.append(f"{label:<{width}}  {grid['error'][i][j]:>10.{digits}f}  {grid['accuracy'][i][j]:>10.1f}")
+    return "\n".join(lines)

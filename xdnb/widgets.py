@@ -1,0 +1,396 @@
+"""Interactive panels of the tutorial notebooks: sliders, one live figure, a status line.
+
+One panel class per notebook topic:
+
+- :class:`ErrorPanel` (01): plain layer-wise regression; K, keep ratio, ridge and BN handling;
+  per-layer estimation error on the K-shot images (dotted) and on held-out images (solid);
+- :class:`CrossPanel` (02): cross distillation ``mu·L^c + (1−mu)·L^i``; the mu slider; held-out
+  L^r, eps_S and eps_T per layer against plain regression;
+- :class:`SoftPanel` (03): the soft connection; alpha and beta sliders over a precomputed
+  (alpha, beta) heat map, and the per-layer held-out L^r of the current point;
+- :class:`PruningPanel` (04): structured vs unstructured pruning; amount, K and method; kept
+  channels (or weights) per layer and held-out L^r; size, FLOPs and latency in the status line.
+
+Every panel owns its controls (``continuous_update=False``: a slider recomputes when released),
+one ``plotly.graph_objects.FigureWidget`` (:attr:`Panel.figure`) and a status line
+(:attr:`Panel.status`), and exposes :meth:`Panel.update` (``panel.update(mu=0.3)``), which is what a
+control calls. During a compression the figure is redrawn after every layer (the engine's
+callback), so the error visibly builds up front to back. Panels never print; the computations
+live in :mod:`xdnb.tutorial` and the figures in :mod:`xdnb.plots`, so tests drive a panel
+headlessly and compare its figure with direct library calls.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from . import metrics, plots
+from .sites import BN_MODES
+from .solvers import DEFAULT_RIDGE
+from .tutorial import DEFAULT_K, Bench, Trial, latency
+
+#: K values offered by the sliders (the paper's).
+K_CHOICES = (1, 2, 3, 5, 10)
+
+
+def _k_slider(value: int) -> W.SelectionSlider:
+    return W.SelectionSlider(options=list(K_CHOICES), value=value, description="K", continuous_update=False)
+
+
+def _unit_slider(name: str, value: float, step: float = 0.1, low: float = 0.0) -> W.FloatSlider:
+    return W.FloatSlider(value=value, min=low, max=1.0, step=step, description=name, continuous_update=False,
+                         readout_format=".2f")
+
+
+def _ridge_slider(value: float) -> W.FloatLogSlider:
+    return W.FloatLogSlider(value=value, base=10, min=-4, max=1, step=0.5, description="ridge",
+                            continuous_update=False, readout_format=".0e")
+
+
+def _bn_dropdown(value: str) -> W.Dropdown:
+    return W.Dropdown(options=list(BN_MODES), value=value, description="BN")
+
+
+class Panel:
+    """Base of the tutorial panels (see module docstring).
+
+    Subclasses define :meth:`_controls` (name -> widget, the names being :attr:`params` keys),
+    :meth:`_build_figure` and :meth:`_compute_and_draw`. ``bench``: the shared
+    :class:`~xdnb.tutorial.Bench` (teacher, data); ``params``: initial values.
+    """
+
+    #: parameters every subclass accepts, with defaults (overridden per subclass)
+    defaults: dict = {}
+
+    def __init__(self, bench: Bench | None = None, **params):
+        self.bench = bench if bench is not None else Bench()
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; allowed: {', '.join(self.defaults)}")
+        self.params = {**self.defaults, **params}
+        self.names = self.bench.layer_names
+        self.controls = self._controls()
+        self.figure = go.FigureWidget(self._build_figure())
+        self.status = W.HTML(value="")
+        self.view = W.VBox([W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
+                            self.status, self.figure])
+        #: the last :class:`~xdnb.tutorial.Trial` and the seconds the last update took (compute + draw)
+        self.trial: Trial | None = None
+        self.seconds = 0.0
+        self._syncing = False
+        for name, control in self.controls.items():
+            control.observe(self._on_change(name), names="value")
+        self.update()
+
+    # --- what subclasses provide ---------------------------------------------------------------
+
+    def _controls(self) -> dict[str, W.Widget]:
+        raise NotImplementedError
+
+    def _build_figure(self) -> go.Figure:
+        raise NotImplementedError
+
+    def _compute_and_draw(self) -> str:
+        """Run the computation for :attr:`params`, redraw, and return the status text (HTML)."""
+        raise NotImplementedError
+
+    # --- the shared machinery ------------------------------------------------------------------
+
+    def _on_change(self, name: str):
+        def handler(change):
+            if self._syncing:
+                return
+            try:
+                self.update(**{name: change["new"]})
+            except Exception as error:  # shown in the status line: a widget callback cannot raise to the user
+                self.status.value = f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+        return handler
+
+    def update(self, **params) -> Trial | None:
+        """Set parameters (as the controls would), recompute and redraw; returns the new trial.
+
+        Raises ValueError for an unknown parameter name (listing the allowed ones)."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; allowed: {', '.join(self.defaults)}")
+        self.params.update(params)
+        self._syncing = True
+        try:
+            for name, control in self.controls.items():
+                if control.value != self.params[name]:
+                    control.value = self.params[name]
+        finally:
+            self._syncing = False
+        started = time.perf_counter()
+        self.status.value = "computing…"
+        text = self._compute_and_draw()
+        self.seconds = time.perf_counter() - started
+        self.status.value = f"{text} · updated in {self.seconds:.2f} s"
+        return self.trial
+
+    def _live(self, trace_index: int):
+        """An engine callback that appends each finished layer to trace ``trace_index``."""
+        xs, ys = [], []
+
+        def callback(record: dict) -> None:
+            xs.append(self.names.get(record["layer"], record["layer"]))
+            ys.append(plots.layer_value(record, "relative_error"))
+            with self.figure.batch_update():
+                self.figure.data[trace_index].x = list(xs)
+                self.figure.data[trace_index].y = list(ys)
+        return callback
+
+    def _set(self, trace_index: int, records: list[dict], key: str = "relative_error") -> None:
+        trace = self.figure.data[trace_index]
+        trace.x = plots.layer_labels(records, self.names)
+        trace.y = [plots.layer_value(r, key) for r in records]
+
+    def _run(self, method: str, live_trace: int | None = None, **settings) -> Trial:
+        callback = self._live(live_trace) if live_trace is not None else None
+        return self.bench.run(method, callback=callback, **settings)
+
+    def snapshot(self) -> go.Figure:
+        """A static copy of the current figure (for stored notebook outputs and exports)."""
+        return go.Figure(self.figure)
+
+    def describe(self) -> str:
+        """One line: the panel, its parameters and the last status."""
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        return f"{type(self).__name__}({params}) — interactive: run the notebook to move the sliders"
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.view._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = self.describe()
+        return bundle
+
+    def _accuracy_text(self, trial: Trial) -> str:
+        return (f"held-out accuracy <b>{100 * trial.accuracy:.1f} %</b> "
+                f"(teacher {100 * self.bench.teacher_accuracy:.1f} %)")
+
+
+def _common(params: dict) -> dict:
+    """The Bench.run settings shared by the panels."""
+    return {"k": params["k"], "seed": params["seed"], "bn": params["bn"], "ridge": params["ridge"]}
+
+
+class ErrorPanel(Panel):
+    """Notebook 01: per-layer estimation error of plain layer-wise regression, on the K-shot images
+    the student was fitted on (dotted) and on held-out images (solid). Controls: K, keep ratio,
+    ridge, BN handling."""
+
+    defaults = {"k": DEFAULT_K, "keep": 0.25, "ridge": DEFAULT_RIDGE, "bn": "reestimate", "seed": 0,
+                "method": "regression"}
+
+    def _controls(self):
+        p = self.params
+        return {"k": _k_slider(p["k"]), "keep": _unit_slider("keep", p["keep"], 0.125, 0.125),
+                "ridge": _ridge_slider(p["ridge"]), "bn": _bn_dropdown(p["bn"])}
+
+    def _build_figure(self):
+        label = self.params["method"]
+        return plots.layer_error_figure({label: []}, {label: []}, title="Per-layer estimation error (live)",
+                                        names=self.names)
+
+    def _compute_and_draw(self):
+        p = self.params
+        with self.figure.batch_update():
+            for trace in self.figure.data:
+                trace.x, trace.y = [], []
+        trial = self._run(p["method"], live_trace=1, pruning=f"keep:{p['keep']:g}", **_common(p))
+        with self.figure.batch_update():
+            self._set(0, trial.held_out)
+            self._set(1, trial.train)
+        self.trial = trial
+        return f"{trial.label}, K={p['k']}, keep {p['keep']:g}, BN {p['bn']}: {self._accuracy_text(trial)}"
+
+
+class CrossPanel(Panel):
+    """Notebook 02: cross distillation ``mu·L^c + (1−mu)·L^i`` against plain regression; held-out
+    L^r, eps_S and eps_T per layer. Controls: mu, K, ridge, BN handling (the regression reference
+    is recomputed only when K, ridge or BN change)."""
+
+    defaults = {"mu": 0.6, "k": DEFAULT_K, "ridge": DEFAULT_RIDGE, "bn": "reestimate", "seed": 0,
+                "pruning": "keep:0.25"}
+    keys = ("relative_error", "eps_S", "eps_T")
+
+    def __init__(self, bench: Bench | None = None, **params):
+        self._reference: tuple[tuple, Trial] | None = None
+        super().__init__(bench, **params)
+
+    def _controls(self):
+        p = self.params
+        return {"mu": _unit_slider("mu", p["mu"]), "k": _k_slider(p["k"]), "ridge": _ridge_slider(p["ridge"]),
+                "bn": _bn_dropdown(p["bn"])}
+
+    def _build_figure(self):
+        return plots.inconsistency_figure({"regression": [], "cross": []}, keys=self.keys, names=self.names,
+                                          title="Held-out L^r, eps_S, eps_T per layer (live)")
+
+    def reference(self) -> Trial:
+        """The plain-regression trial for the current K, ridge, BN and pruning (cached)."""
+        p = self.params
+        key = (p["k"], p["seed"], p["bn"], p["ridge"], p["pruning"])
+        if self._reference is None or self._reference[0] != key:
+            self._reference = (key, self._run("regression", pruning=p["pruning"], **_common(p)))
+        return self._reference[1]
+
+    def _compute_and_draw(self):
+        p = self.params
+        n = len(self.keys)  # traces: regression's n panels, then cross's n panels
+        reference = self.reference()
+        with self.figure.batch_update():
+            for col, key in enumerate(self.keys):
+                self._set(col, reference.held_out, key)
+                self.figure.data[n + col].x, self.figure.data[n + col].y = [], []
+        trial = self._run("cross", live_trace=n, mu=p["mu"], pruning=p["pruning"], **_common(p))
+        with self.figure.batch_update():
+            for col, key in enumerate(self.keys):
+                self._set(n + col, trial.held_out, key)
+                self.figure.data[n + col].name = trial.label
+        self.trial = trial
+        holds = all(metrics.bound_holds(r, p["mu"]) for r in trial.held_out)
+        return (f"{trial.label}, K={p['k']}, BN {p['bn']}: {self._accuracy_text(trial)}; regression "
+                f"{100 * reference.accuracy:.1f} %; bound holds on every layer: {'yes' if holds else 'NO'}")
+
+
+class SoftPanel(Panel):
+    """Notebook 03: the soft cross connection. ``grid``: the output of
+    :func:`xdnb.tutorial.soft_grid` (drawn as the heat map, with ``value`` = ``"accuracy"`` or
+    ``"error"``); the alpha and beta sliders move a ring over it and redraw the per-layer held-out
+    L^r of soft(alpha, beta) against regression. The other settings (K, ridge, BN, pruning) are
+    fixed per panel and should match the grid's."""
+
+    defaults = {"alpha": 0.5, "beta": 0.5, "k": DEFAULT_K, "ridge": DEFAULT_RIDGE, "bn": "reestimate", "seed": 0,
+                "pruning": "keep:0.25"}
+
+    def __init__(self, bench: Bench | None = None, grid: dict | None = None, value: str = "accuracy", **params):
+        if value not in ("accuracy", "error"):
+            raise ValueError(f"value must be 'accuracy' or 'error', got {value!r}")
+        self.grid, self.value = grid, value
+        self._reference: Trial | None = None
+        super().__init__(bench, **params)
+
+    def _controls(self):
+        p = self.params
+        return {"alpha": _unit_slider("alpha", p["alpha"], 0.05), "beta": _unit_slider("beta", p["beta"], 0.05)}
+
+    def _build_figure(self):
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
+                            subplot_titles=["(alpha, beta) plane", "held-out L^r per layer"])
+        if self.grid is not None:
+            heat = plots.alpha_beta_figure(self.grid["alphas"], self.grid["betas"], self.grid[self.value],
+                                           value_title="accuracy (%)" if self.value == "accuracy" else "sum of L^r",
+                                           reverse_scale=self.value == "error",
+                                           text_format=".1f" if self.value == "accuracy" else ".2f")
+            for trace in heat.data:
+                fig.add_trace(trace, row=1, col=1)
+            fig.data[0].colorbar.update(x=0.42, len=0.9)
+        else:
+            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="current", showlegend=False), row=1, col=1)
+        self._ring = len(fig.data) - 1
+        for label in ("regression", "soft"):
+            fig.add_trace(go.Scatter(x=[], y=[], name=label, mode="lines+markers",
+                                     line=dict(color=plots.method_color(label), width=2)), row=1, col=2)
+        fig.update_xaxes(title_text="beta", range=[-0.1, 1.1], row=1, col=1)
+        fig.update_yaxes(title_text="alpha", range=[-0.1, 1.1], row=1, col=1)
+        fig.update_xaxes(type="category", row=1, col=2)
+        fig.update_yaxes(title_text="relative to mean((W_T*h_T)²)", rangemode="tozero", row=1, col=2)
+        return plots.styled(fig, "Soft cross connection (live)", legend=dict(orientation="h", y=1.15, x=0.55))
+
+    def _settings(self) -> dict:
+        p = self.params
+        return {"pruning": p["pruning"], **_common(p)}
+
+    def _compute_and_draw(self):
+        p = self.params
+        if self._reference is None:
+            self._reference = self._run("regression", **self._settings())
+        ring, line = self._ring, self._ring + 1
+        with self.figure.batch_update():
+            self.figure.data[ring].x, self.figure.data[ring].y = [p["beta"]], [p["alpha"]]
+            self._set(line, self._reference.held_out)
+            self.figure.data[line + 1].x, self.figure.data[line + 1].y = [], []
+        trial = self._run("soft", live_trace=line + 1, alpha=p["alpha"], beta=p["beta"], **self._settings())
+        with self.figure.batch_update():
+            self._set(line + 1, trial.held_out)
+            self.figure.data[line + 1].name = trial.label
+        self.trial = trial
+        return (f"{trial.label} (beta' = 1 − beta = {1 - p['beta']:g}), K={p['k']}, BN {p['bn']}: "
+                f"{self._accuracy_text(trial)}; regression {100 * self._reference.accuracy:.1f} %")
+
+
+class PruningPanel(Panel):
+    """Notebook 04: structured (input channels) vs unstructured (single weights) pruning.
+    Controls: kind, the removed fraction, K and method; the figure shows what each layer keeps
+    (channels, or the kept fraction of weights) and the held-out L^r per layer; the status line
+    gives accuracy, parameters, FLOPs and the measured latency of the compressed network."""
+
+    defaults = {"kind": "structured", "removed": 0.75, "k": DEFAULT_K, "method": "cross", "bn": "reestimate",
+                "ridge": DEFAULT_RIDGE, "seed": 0}
+    methods = ("regression", "correction", "imitation", "cross")
+
+    def _controls(self):
+        p = self.params
+        return {"kind": W.ToggleButtons(options=["structured", "unstructured"], value=p["kind"], description="pruning"),
+                "removed": W.FloatSlider(value=p["removed"], min=0.5, max=0.95, step=0.05, description="removed",
+                                         continuous_update=False, readout_format=".2f"),
+                "k": _k_slider(p["k"]), "method": W.Dropdown(options=list(self.methods), value=p["method"],
+                                                             description="method")}
+
+    def _build_figure(self):
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                            subplot_titles=["kept per layer", "held-out L^r per layer"])
+        fig.add_trace(go.Bar(x=[], y=[], name="teacher", marker=dict(color="rgba(0,0,0,0)", line=dict(color="#444", width=1.5))),
+                      row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name="kept", marker_color=plots.method_color(self.params["method"])), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[], y=[], name="held-out L^r", mode="lines+markers",
+                                 line=dict(color=plots.method_color(self.params["method"]), width=2)), row=1, col=2)
+        fig.update_layout(barmode="overlay")
+        fig.update_xaxes(type="category")
+        fig.update_yaxes(rangemode="tozero")
+        return plots.styled(fig, "Pruning (live)", showlegend=False)
+
+    def pruning_spec(self) -> str:
+        p = self.params
+        if p["kind"] not in ("structured", "unstructured"):
+            raise ValueError(f"kind must be 'structured' or 'unstructured', got {p['kind']!r}")
+        return f"keep:{1 - p['removed']:.4g}" if p["kind"] == "structured" else f"sparse:{p['removed']:.4g}"
+
+    def _compute_and_draw(self):
+        p = self.params
+        color = plots.method_color(p["method"])
+        with self.figure.batch_update():
+            for trace in self.figure.data:
+                trace.x, trace.y = [], []
+            self.figure.data[1].marker.color = color
+            self.figure.data[2].line.color = color
+        structured = p["kind"] == "structured"
+        trial = self._run(p["method"], live_trace=2, pruning=self.pruning_spec(), **_common(p))
+        with self.figure.batch_update():
+            labels = plots.layer_labels(trial.train, self.names)
+            self.figure.data[0].x = labels if structured else []
+            self.figure.data[0].y = [r["in_channels"] for r in trial.train] if structured else []
+            self.figure.data[1].x = labels
+            self.figure.data[1].y = ([r["kept_channels"] for r in trial.train] if structured
+                                     else [round(1 - r["sparsity"], 4) for r in trial.train])
+            self.figure.layout.yaxis.title.text = "input channels" if structured else "kept fraction of weights"
+            self._set(2, trial.held_out)
+        self.trial = trial
+        teacher_size = self.bench.size(self.bench.teacher)
+        size = self.bench.size(trial.compressed.student)
+        images = self.bench.held_images[:100]
+        speed = latency(trial.compressed.student, images, repeats=5) / latency(self.bench.teacher, images, repeats=5)
+        params = size["params"] if structured else size["nonzero"]
+        flops = size["flops_dense"] if structured else size["flops_effective"]
+        return (f"{trial.label}, {self.pruning_spec()}, K={p['k']}: {self._accuracy_text(trial)}; "
+                f"{'parameters' if structured else 'non-zero parameters'} {params:,} of {teacher_size['params']:,}; "
+                f"{'FLOPs' if structured else 'effective FLOPs'} {flops:,} of {teacher_size['flops_dense']:,}; "
+                f"latency ×{speed:.2f} of the teacher's")
