@@ -23,6 +23,12 @@ $(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
 
 test: $(VENV)/.installed-test
 	XDNB_QUIET=1 $(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider notebooks
+
+# Regenerate the stored notebook outputs (one thread, no widget state); NOTEBOOKS=path... for some.
+.PHONY: notebooks
+notebooks: $(VENV)/.installed-test
+	$(BIN)/python scripts/regenerate_notebooks.py $(NOTEBOOKS)
 
 reproduce: $(VENV)/.installed-notebooks
 	$(BIN)/xdnb reproduce digits --out $(OUT) --workers $(WORKERS)
