@@ -142,7 +142,7 @@ class Bench:
         return self._shots[key]
 
     def run(self, method: str = "regression", *, k: int = DEFAULT_K, seed: int = 0,
-            pruning: str | None = DEFAULT_PRUNING, bn: str = "reestimate", solver: str = "lstsq",
+            pruning: str | None = DEFAULT_PRUNING, bn: str | None = None, solver: str = "lstsq",
             ridge: float = DEFAULT_RIDGE, mu: float | None = None, alpha: float | None = None,
             beta: float | None = None, callback: Callable[[dict], None] | None = None, **options) -> Trial:
         """Compress the teacher with ``method`` on the ``(k, seed)`` K-shot set and measure it.
@@ -151,13 +151,16 @@ class Bench:
         ``mu`` (default 0.6), ``soft`` with ``alpha``, ``beta``) or a baseline of
         :mod:`xdnb.baselines` (``options`` are its parameters). ``pruning``: a spec of
         :func:`xdnb.pruning.parse` (``keep:0.25``, ``sparse:0.9``, ``VGG-50``...) or ``None``.
-        ``callback(record)`` runs after every layer (the engine's record, on the K-shot images).
-        Deterministic for a fixed seed and thread count.
+        ``bn``: ``reestimate``, ``keep`` or ``train``; ``None`` = the method's default
+        (``reestimate`` for the objectives, :data:`xdnb.baselines.DEFAULTS` for a baseline; l1-norm
+        always keeps the teacher's statistics). ``callback(record)`` runs after every layer (the
+        engine's record, on the K-shot images). Deterministic for a fixed seed and thread count.
         """
         images, labels = self.shots(k, seed)
         torch.manual_seed(seed)
         settings = {"method": method, "k": int(k), "seed": int(seed), "pruning": pruning, "bn": bn}
         if method in objectives.OBJECTIVES:
+            bn = settings["bn"] = bn or "reestimate"
             objective = objectives.get(method, mu=mu, alpha=alpha, beta=beta)
             settings.update({"solver": solver, **({"ridge": ridge} if solver == "lstsq" else {}),
                              **dict(objective.params), **options})
@@ -169,13 +172,12 @@ class Bench:
             if method not in baselines.METHODS:
                 allowed = ", ".join(objectives.OBJECTIVES + tuple(baselines.METHODS))
                 raise ValueError(f"unknown method {method!r}; allowed: {allowed}")
-            if method == "l1-norm":  # data-free: it always keeps the teacher's BN statistics
-                settings["bn"] = "keep"
-            else:
+            if bn is not None and method != "l1-norm":  # l1-norm is data-free: the teacher's BN statistics
                 options = {"bn": bn, **options}
-            settings.update(options)
             outcome = baselines.run(method, self.teacher, images, labels, pruning, seed=seed, callback=callback,
                                     show_progress=False, **options)
+            settings.update(options)
+            settings["bn"] = outcome.config.get("bn", "keep" if method == "l1-norm" else bn)
         held = layer_errors(self.teacher, outcome.masked_student, self.held_images)
         accuracy = metrics.accuracy(outcome.student, self.held_images, self.held_labels)
         return Trial(settings, outcome.history, held, accuracy, outcome.seconds, outcome)
