@@ -291,7 +291,15 @@ def figure_svg(fig: go.Figure, width: int = 720, height: int = 400) -> str:
         ticks = [y_lo + i * step for i in range(int(round((y_hi - y_lo) / step)) + 1)]
         tick_labels = [f"{t:.10g}" for t in ticks]
     x_lo, x_hi = (0, max(len(categories) - 1, 1)) if categories else (min(all_x), max(all_x) if max(all_x) > min(all_x) else min(all_x) + 1)
-    left, right, top, bottom = 80, 20, 80, 60
+    slots, x0, row = [], 80, 0  # legend entries: (x, row), wrapped to the width
+    for t in traces:
+        if t.name and t.showlegend is not False:
+            entry = 40 + 7 * len(t.name)
+            if x0 > 80 and x0 + entry > width - 20:
+                x0, row = 80, row + 1
+            slots.append((x0, row))
+            x0 += entry
+    left, right, top, bottom = 80, 20, 64 + 16 * (row + 1 if slots else 0), 60
     pad = 0.05 * (x_hi - x_lo)
 
     def px(x):
@@ -334,14 +342,11 @@ def figure_svg(fig: go.Figure, width: int = 720, height: int = 400) -> str:
                 out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{fill}" stroke="{color}" stroke-width="1.5"/>')
         if t.name and t.showlegend is not False:
             legend.append((t.name, color, dash))
-    x0, y0 = left, 46
-    for name, color, dash in legend:
+    for (name, color, dash), (x0, row) in zip(legend, slots):
+        y0 = 46 + 16 * row
         out.append(f'<line x1="{x0}" x2="{x0 + 24}" y1="{y0}" y2="{y0}" stroke="{color}" stroke-width="2"'
                    + (f' stroke-dasharray="{dash}"' if dash else "") + "/>")
         out.append(f'<text x="{x0 + 30}" y="{y0 + 4}" font-size="12" {font}>{escape(name)}</text>')
-        x0 += 40 + 7 * len(name)
-        if x0 > width - 150:
-            x0, y0 = left, y0 + 16
     if layout.title and layout.title.text:
         out.append(f'<text x="{left}" y="24" font-size="15" {font}>{escape(layout.title.text)}</text>')
     if layout.xaxis.title and layout.xaxis.title.text:
