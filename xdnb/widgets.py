@@ -133,7 +133,9 @@ class Panel:
         return self.trial
 
     def _live(self, trace_index: int):
-        """An engine callback that appends each finished layer to trace ``trace_index``."""
+        """An engine callback that appends each finished layer to trace ``trace_index`` (its error
+        on the K-shot images; the held-out values replace it when the compression is done) and
+        says so in the status line."""
         xs, ys = [], []
 
         def callback(record: dict) -> None:
@@ -142,6 +144,8 @@ class Panel:
             with self.figure.batch_update():
                 self.figure.data[trace_index].x = list(xs)
                 self.figure.data[trace_index].y = list(ys)
+            self.status.value = (f"compressing… {xs[-1]} fitted, L^r on the K-shot images {ys[-1]:.3f} "
+                                 "(held-out errors follow)")
         return callback
 
     def _set(self, trace_index: int, records: list[dict], key: str = "relative_error") -> None:
