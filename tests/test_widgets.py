@@ -36,6 +36,8 @@ def _direct(bench, objective, k=1, seed=0, pruning="keep:0.25", ridge=0.1, bn="r
 def _relative(records, key="relative_error"):
     """Per-layer values relative to the teacher output power, computed from the library's own
     relative_error (est / power) rather than through xdnb.plots."""
+    if key == "relative_error":
+        return [r["relative_error"] for r in records]
     return [r[key] * r["relative_error"] / r["estimation_error"] for r in records]
 
 
