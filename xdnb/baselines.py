@@ -170,6 +170,7 @@ def hint_points(model: nn.Module) -> list[tuple[str, str | None]]:
 
 
 def _end_to_end(name, teacher, images, labels, plan, opts, seed, batch_size, show_progress):
+    """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(student, masked, kept, masks, info)``."""
     compact, _, kept, masks = _l1_norm(teacher, plan)
     bn = opts["bn"]
     if bn == "reestimate":
@@ -383,7 +384,7 @@ def _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_pro
     elif bn == "reestimate":  # the BNs after the last site (e.g. the classifier's)
         done = set(all_bns[:first]) | site_bns
         reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
-    extra = {"objective": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}
+    extra = {"layer_loss": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}
     return student.eval(), kept_channels, history, extra
 
 
