@@ -422,9 +422,11 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
         student = pruning_.remove_channels(copy.deepcopy(masked), kept)
     config = {
         "method": name, **opts, **extra,
-        "bn_description": (BN_DESCRIPTIONS if name in STRUCTURED_ONLY else END_TO_END_BN)[opts["bn"]],
+        "bn_description": "the teacher's BN statistics (data-free)" if name == "l1-norm" else
+                          (BN_DESCRIPTIONS if name in STRUCTURED_ONLY else END_TO_END_BN)[opts["bn"]],
         "pruning": None if plan is None else plan.scheme, "pruning_kind": None if plan is None else plan.kind,
         "images": len(images), "seed": seed,
     }
+    masks = {site: mask.cpu() for site, mask in masks.items()}
     return Compressed(student.eval(), masked.eval(), history, kept, masks, config, time.perf_counter() - started)
 
