@@ -8,7 +8,7 @@ One panel class per notebook topic:
   L^r, eps_S and eps_T per layer against plain regression;
 - :class:`SoftPanel` (03): the soft connection; alpha and beta sliders over a precomputed
   (alpha, beta) heat map, and the per-layer held-out L^r of the current point;
-- :class:`PruningPanel` (04): structured vs unstructured pruning; amount, K and method; kept
+- :class:`PruningPanel` (04): structured vs unstructured pruning; amount, K, method and BN; kept
   channels (or weights) per layer and held-out L^r; size, FLOPs and latency in the status line.
 
 Every panel owns its controls (``continuous_update=False``: a slider recomputes when released),
@@ -331,7 +331,7 @@ class SoftPanel(Panel):
 
 class PruningPanel(Panel):
     """Notebook 04: structured (input channels) vs unstructured (single weights) pruning.
-    Controls: kind, the removed fraction, K and method; the figure shows what each layer keeps
+    Controls: kind, the removed fraction, K, method and BN handling; the figure shows what each layer keeps
     (channels, or the kept fraction of weights) and the held-out L^r per layer; the status line
     gives accuracy, parameters, FLOPs and the measured latency of the compressed network."""
 
@@ -345,7 +345,8 @@ class PruningPanel(Panel):
                 "removed": W.FloatSlider(value=p["removed"], min=0.5, max=0.95, step=0.05, description="removed",
                                          continuous_update=False, readout_format=".2f"),
                 "k": _k_slider(p["k"]), "method": W.Dropdown(options=list(self.methods), value=p["method"],
-                                                             description="method")}
+                                                             description="method"),
+                "bn": _bn_dropdown(p["bn"])}
 
     def _build_figure(self):
         from plotly.subplots import make_subplots
@@ -394,7 +395,7 @@ class PruningPanel(Panel):
         speed = latency(trial.compressed.student, images, repeats=5) / latency(self.bench.teacher, images, repeats=5)
         params = size["params"] if structured else size["nonzero"]
         flops = size["flops_dense"] if structured else size["flops_effective"]
-        return (f"{trial.label}, {self.pruning_spec()}, K={p['k']}: {self._accuracy_text(trial)}; "
+        return (f"{trial.label}, {self.pruning_spec()}, K={p['k']}, BN {p['bn']}: {self._accuracy_text(trial)}; "
                 f"{'parameters' if structured else 'non-zero parameters'} {params:,} of {teacher_size['params']:,}; "
                 f"{'FLOPs' if structured else 'effective FLOPs'} {flops:,} of {teacher_size['flops_dense']:,}; "
                 f"latency ×{speed:.2f} of the teacher's")
