@@ -35,3 +35,14 @@ def few_shot_5(digits_data):
 
     train, _ = digits_data
     return data.stack(train, data.few_shot(train, 5, seed=0))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The whole suite runs on one torch thread, like the stored notebook outputs: results are
+    reproducible, and on an oversubscribed 2-core machine two OpenMP threads can make the small
+    convolutions here 10-50x slower (threads waiting on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

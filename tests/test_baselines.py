@@ -9,15 +9,6 @@ from xdnb.quadratic import LayerProblem, output_rows, unfold_rows
 from xdnb.sites import capture_input, find_sites
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared cores can stall small convolutions 50x; one is steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def plan(digits_teacher):
     return pruning.structured(digits_teacher, 0.5)

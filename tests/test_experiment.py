@@ -16,17 +16,6 @@ def _digits_cache(monkeypatch, cache_dir, digits_teacher, one_thread):
     monkeypatch.setenv("XDNB_CACHE", str(cache_dir))
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads are many times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(k=1, test_limit=100, device="cpu")
 
 

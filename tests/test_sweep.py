@@ -16,16 +16,6 @@ BASE = RunConfig(test_limit=60, device="cpu")
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_reproduce.ipynb"
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine two threads are many times slower
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _digits_cache(monkeypatch, cache_dir, digits_teacher, one_thread):
     """Runs (here, in workers and in the notebook kernel) load the session's cached digits teacher."""

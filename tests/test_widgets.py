@@ -7,16 +7,6 @@ import torch
 from xdnb import distill, metrics, plots, tutorial, widgets
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as in the notebooks: on a loaded 2-core machine, 2 threads can make a
-    compression 10x slower (OpenMP threads waiting on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bench(digits_teacher, one_thread):
     return tutorial.Bench(teacher=digits_teacher)
