@@ -262,3 +262,7 @@ def test_quantization_preset(tmp_path):
     narrowed = presets.preset("cifar10-vgg16-quant", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0],
                               quantize=4, quantizer="proxquant", methods=["cross"], ks=[1])
     assert [(c.quantize, c.quantizer, c.method, c.k) for c in narrowed.configs] == [(4, "proxquant", "cross", 1)]
+    # a quantizer alone (no bit width) keeps both default bit widths
+    only_quantizer = presets.preset("cifar10-vgg16-quant", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0],
+                                    quantizer="proxquant", methods=["cross"], ks=[1])
+    assert [(c.quantize, c.quantizer) for c in only_quantizer.configs] == [(2, "proxquant"), (4, "proxquant")]

@@ -236,8 +236,8 @@ def preset(name: str, *, data_root: str | None = None, teacher: str | None = Non
     elif name == "cifar10-vgg16-quant":
         # quantization instead of pruning (scheme "none" unless narrowed); quantize=BITS narrows the bit widths
         bit_list = [base.quantize] if base.quantize is not None else [2, 4]
-        configs = [dataclasses.replace(c, quantize=b).validate() for b in bit_list
-                   for c in grid(pick(methods, QUANT_METHODS), pick(ks, [1, 5]), pick(schemes, [None]), pick(seeds, range(5)), base)]
+        configs = [c for b in bit_list for c in grid(pick(methods, QUANT_METHODS), pick(ks, [1, 5]), pick(schemes, [None]),
+                                                     pick(seeds, range(5)), dataclasses.replace(base, quantize=b))]
         views = [View(f"CIFAR-10 VGG-16, {b}-bit weights ({base.quantizer}, per {base.granularity}): top-1 accuracy (%) by K",
                       "method", "k", {"quantize": b}, "k") for b in bit_list]
     elif name == "imagenet-resnet34-structured":
