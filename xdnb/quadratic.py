@@ -230,12 +230,15 @@ class LayerProblem:
         return w.to(anchor.dtype)
 
     def solve_masked(self, mask: torch.Tensor, ridge: float = 0.1, anchor: torch.Tensor | None = None,
-                     iterations: int = 200, tol: float = 1e-10) -> torch.Tensor:
+                     start: torch.Tensor | None = None, iterations: int = 200, tol: float = 1e-6) -> torch.Tensor:
         """Minimise ``f(W) + ρ‖W − anchor‖²`` with W zero where ``mask`` (C_out, D) is False.
 
         Each output channel has its own support (unstructured sparsity), so this runs a batched,
-        Jacobi-preconditioned conjugate gradient over all channels at once, starting from the
-        masked anchor. ``ridge`` must be positive here (the problem is then strictly convex).
+        Jacobi-preconditioned conjugate gradient over all channels at once, from ``start`` (default:
+        the masked anchor), until every channel's residual is below ``tol`` relative to its
+        right-hand side or after ``iterations`` steps. Curvature products run in float32 (the
+        cheaper of the Gram and raw-row forms, see :meth:`apply_gram`), the iteration in float64.
+        ``ridge`` must be positive here (the problem is then strictly convex).
         """
         if ridge <= 0:
             raise ValueError(f"solve_masked needs ridge > 0, got {ridge!r}")
@@ -243,28 +246,30 @@ class LayerProblem:
         rho = ridge * self.curvature_scale
         m = mask.to(torch.float64)
         a = anchor.double()
+        dtype = self.teacher_weight.dtype
+
+        def hess(v):
+            return (self.apply_gram(v.to(dtype)).double() + rho * v) * m
+
         if self.keeps_rows:
-            x64 = self.x_rows.double()
-            hess = lambda v: (v @ x64.T) @ x64 + rho * v  # noqa: E731
-            diag = x64.pow(2).sum(0)
+            diag = self.x_rows.double().pow(2).sum(0)
         else:
-            hess = lambda v: v @ self.gram + rho * v  # noqa: E731
             diag = torch.diagonal(self.gram)
-        b = (self.rhs.T + rho * a) * m
+        b = (self.rhs_t(torch.float64) + rho * a) * m
         precond = m / (diag + rho)
-        w = a * m
-        r = (b - hess(w)) * m
+        w = (a if start is None else start.double()) * m
+        r = b - hess(w)
         z = r * precond
         p = z.clone()
         rz = (r * z).sum(1, keepdim=True)
-        scale = b.pow(2).sum(1, keepdim=True).clamp_min(1e-300)
+        threshold = (tol ** 2) * b.pow(2).sum(1, keepdim=True)
         for _ in range(iterations):
-            hp = hess(p) * m
+            if bool((r.pow(2).sum(1, keepdim=True) <= threshold).all()):
+                break
+            hp = hess(p)
             step = rz / (p * hp).sum(1, keepdim=True).clamp_min(1e-300)
             w = w + step * p
             r = r - step * hp
-            if bool((r.pow(2).sum(1, keepdim=True) <= tol * scale).all()):
-                break
             z = r * precond
             rz_new = (r * z).sum(1, keepdim=True)
             p = z + (rz_new / rz.clamp_min(1e-300)) * p
