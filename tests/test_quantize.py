@@ -154,7 +154,7 @@ def test_every_conv_of_a_compressed_student_takes_at_most_2_to_the_k_values(bits
     for name, conv in convs:
         assert quantize.distinct_values(conv.weight, granularity) <= 2 ** bits - 1, name
     assert result.config["quantize"] == {**spec, "scale": "mse", "lr": quantize.DEFAULT_LR["ste"], "refit_scale": True,
-                                         "first_conv": True}
+                                         "first_conv": True, "ridge": None}
 
 
 def test_first_conv_can_stay_full_precision(digits_teacher, few_shot_5):
@@ -223,6 +223,8 @@ def test_two_bit_cross_and_regression_beat_naive_rounding_on_held_out_digits(dig
     ({"bits": 4, "lr": 0}, "lr \\(in grid steps\\) must be a positive number, got 0"),
     ({"quantizer": "ste"}, "quantize needs 'bits'"),
     ({"bits": 4, "bit": 4}, "unknown quantize option 'bit'"),
+    ({"bits": 4, "ridge": -1.0}, "quantize ridge must be a number >= 0 or None, got -1.0"),
+    ({"bits": 4, "first_conv": "no"}, "quantize first_conv must be True or False, got 'no'"),
 ])
 def test_bad_quantize_options_name_the_value(bad, message, digits_teacher, few_shot_5):
     with pytest.raises(ValueError, match=message):
@@ -266,3 +268,17 @@ def test_quantization_preset(tmp_path):
     only_quantizer = presets.preset("cifar10-vgg16-quant", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0],
                                     quantizer="proxquant", methods=["cross"], ks=[1])
     assert [(c.quantize, c.quantizer) for c in only_quantizer.configs] == [(2, "proxquant"), (4, "proxquant")]
+
+
+
+
+def test_a_huge_ridge_makes_ste_round_the_teachers_weights(digits_teacher, few_shot_5):
+    problem = _problem(digits_teacher, few_shot_5[0], "regression")
+    share = {}
+    for ridge in (0.1, 1e6):
+        fit = quantize.fit_ste(problem, bits=4, ridge=ridge, refit_scale=False, steps=FAST)
+        rounded_teacher = quantize.quantize(problem.teacher_weight, fit.info["scale"], 4)
+        share[ridge] = float((fit.weight == rounded_teacher).float().mean())
+    assert share[1e6] == 1.0 and share[0.1] < 0.9
+    spec = {"bits": 4, "steps": 0, "ridge": 2.0}
+    assert distill.compress(digits_teacher, few_shot_5[0], "cross", quantize=spec).config["quantize"]["ridge"] == 2.0

@@ -171,7 +171,7 @@ def compress(
         target = None if site in stems else _target_for(plan, site, teacher_conv)
         result = fit(solver, problem, target, **options)
         if quant is not None:
-            result = quantize_.fit(quant.quantizer, problem, target, start=result, ridge=ridge, **quant.options())
+            result = quantize_.fit(quant.quantizer, problem, target, start=result, **{"ridge": ridge, **quant.options()})
         del problem
         with torch.no_grad():
             student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))

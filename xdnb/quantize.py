@@ -372,9 +372,11 @@ class Quantization:
 
     ``bits`` (2..8), ``quantizer`` (``ste``, ``proxquant``, ``round``), ``granularity``
     (``channel``, ``tensor``), ``scale`` (``mse``, ``max``), ``steps`` and ``lr`` (grid steps;
-    ``None`` = the quantizer's default in :data:`DEFAULT_LR`) of the fit, ``refit_scale``, and ``first_conv``: also quantize the first conv (image input,
-    not a pruning site; fitted to the teacher's output on the images, where every objective is
-    plain regression since hT = hS). The ridge is the engine's.
+    ``None`` = the quantizer's default in :data:`DEFAULT_LR`) of the fit, ``refit_scale``, and
+    ``first_conv``: also quantize the first conv (image input, not a pruning site; fitted to the
+    teacher's output on the images, where every objective is plain regression since hT = hS).
+    ``ridge``: the quantized fit's ridge towards the teacher's weights (``None`` = the engine's
+    ``ridge``, which the full-precision start uses too).
     """
 
     bits: int
@@ -385,6 +387,7 @@ class Quantization:
     lr: float | None = None
     refit_scale: bool = True
     first_conv: bool = True
+    ridge: float | None = None
 
     def __post_init__(self):
         check_bits(self.bits)
@@ -393,6 +396,12 @@ class Quantization:
         _check_choice("scale", self.scale, SCALES)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"quantize steps must be a non-negative int, got {self.steps!r}")
+        if self.ridge is not None and (isinstance(self.ridge, bool) or not isinstance(self.ridge, (int, float))
+                                       or not math.isfinite(self.ridge) or self.ridge < 0):
+            raise ValueError(f"quantize ridge must be a number >= 0 or None, got {self.ridge!r}")
+        for name in ("refit_scale", "first_conv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"quantize {name} must be True or False, got {getattr(self, name)!r}")
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR.get(self.quantizer))
         elif isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -401,7 +410,8 @@ class Quantization:
     def options(self) -> dict:
         """Keyword arguments of the fit functions."""
         return {"bits": self.bits, "granularity": self.granularity, "scale": self.scale, "steps": self.steps,
-                "refit_scale": self.refit_scale, **({"lr": self.lr} if self.lr is not None else {})}
+                "refit_scale": self.refit_scale, **({"lr": self.lr} if self.lr is not None else {}),
+                **({"ridge": self.ridge} if self.ridge is not None else {})}
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
