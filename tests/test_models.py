@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from xdnb import data, metrics, models
+from xdnb import metrics, models
 
 
 def network_slimming_state_dict(cfg=models.VGG16_CFG, num_classes=10, seed=0):

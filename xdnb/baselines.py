@@ -43,14 +43,12 @@ from torch.nn import functional as F
 
 from . import objectives
 from . import pruning as pruning_
-from .distill import Compressed, record_from_outputs
+from .distill import Compressed, fit_layers
 from .finetune import finetune
 from .models import VGG
-from .progress import progress
-from .quadratic import LayerProblem, check_conv
-from .sites import (BN_DESCRIPTIONS, SiteInputs, batch_norms, capture_inputs, check_bn_mode, find_sites,
-                    reestimate_bn, set_bn_statistics)
-from .solvers import DEFAULT_RIDGE
+from .quadratic import LayerProblem
+from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, find_sites, reestimate_bn
+from .solvers import DEFAULT_RIDGE, Fit
 
 METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")
 #: Methods that only make sense for channel (structured) pruning.
@@ -320,70 +318,36 @@ def fskd_pointwise(teacher_output: torch.Tensor, student_output: torch.Tensor, r
 
 
 def _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_progress):
-    """Fit every site front to back with ``name``'s selection and re-fit, handling BN and recording
-    each layer exactly as :func:`xdnb.distill.compress` does; returns ``(masked student,
-    kept_channels, history, extra config)``."""
+    """Fit every site front to back with ``name``'s selection and re-fit through the engine's own
+    loop (:func:`xdnb.distill.fit_layers`: same inputs, BN handling and per-layer records);
+    returns ``(masked student, kept_channels, history, extra config)``."""
     bn, ridge = opts["bn"], float(opts["ridge"])
     if name == "fskd":  # FSKD starts from the L1-norm student (teacher width, pruned inputs zeroed)
         _, student, l1_kept, _ = _l1_norm(teacher, plan)
     else:
         student, l1_kept = copy.deepcopy(teacher), {}
-    sites = find_sites(student)
-    t_modules, s_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    capture_mode = "batch" if bn == "train" else "eval"
-    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
-    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
-    site_bns, all_bns = {s.bn for s in sites}, batch_norms(student)
-    first = next((i for i, n in enumerate(all_bns) if n in site_bns), len(all_bns))
-    if bn == "reestimate":  # the BNs in front of the first site normalise what every site sees
-        reestimate_bn(student, images, all_bns[:first], batch_size)
-    history, kept_channels, lasso = [], {}, {}
-    for index, site in enumerate(progress(sites, desc=f"compressing ({name})", enabled=show_progress)):
-        started = time.perf_counter()
-        t_conv, s_conv = t_modules[site.name], s_modules[site.name]
-        check_conv(t_conv, site.name)
-        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
+    lasso = {}
+
+    @torch.no_grad()
+    def fit_site(site, t_conv, s_conv, hT, hS, tT, tS) -> Fit:
+        if name == "fskd":
+            q = fskd_pointwise(tT, s_conv(hS), ridge)
+            weight = fold_pointwise(s_conv.weight, q)
+            return Fit(weight.reshape(weight.shape[0], -1), channels=l1_kept.get(site.name))
         keep, kept = plan.keep.get(site.name), None
-        with torch.no_grad():
-            tT, tS = t_conv(hT), t_conv(hS)
-            if name == "fskd":
-                q = fskd_pointwise(tT, s_conv(hS), ridge)
-                weight, kept = fold_pointwise(s_conv.weight, q), l1_kept.get(site.name)
+        problem = LayerProblem(objectives.regression(), t_conv, hT, hS, (tT, tS))
+        if keep is not None:
+            m, a = (v / problem.n for v in channel_gram(problem, problem.teacher_weight))  # MSE units
+            if name == "thinet":
+                kept = thinet_select(m, a, keep)
             else:
-                problem = LayerProblem(objectives.regression(), t_conv, hT, hS, (tT, tS))
-                if keep is not None:
-                    m, a = (v / problem.n for v in channel_gram(problem, problem.teacher_weight))  # MSE units
-                    if name == "thinet":
-                        kept = thinet_select(m, a, keep)
-                    else:
-                        kept, lasso[site.name] = cp_select(m, a, keep)
-                columns = None if kept is None else pruning_.columns_of(torch.as_tensor(kept), problem.group_size)
-                weight = problem.solve(columns, ridge)
-                del problem
-            s_conv.weight.copy_(weight.reshape(s_conv.weight.shape))
-            sT, sS = s_conv(hT), s_conv(hS)
-        if kept is not None:
-            kept_channels[site.name] = torch.as_tensor(kept).tolist()
-        if bn == "reestimate" and site.bn is not None:
-            set_bn_statistics(s_modules[site.bn], sS)  # its input is this conv's output on hS
-        errors = record_from_outputs(tT, tS, sT, sS)
-        record = {
-            "layer": site.name, "index": index, "in_channels": t_conv.in_channels,
-            "kept_channels": t_conv.in_channels if kept is None else len(kept),
-            "sparsity": pruning_.sparsity_of(s_conv.weight),
-            "objective_before": errors["eps_T"],  # the regression loss of the teacher's weights on hS
-            "objective_after": errors["estimation_error"],
-            **errors, "seconds": time.perf_counter() - started,
-        }
-        del hT, hS, tT, tS, sT, sS
-        history.append(record)
-        if callback is not None:
-            callback(record)
-    if bn == "train":
-        reestimate_bn(student, images, None, batch_size)
-    elif bn == "reestimate":  # the BNs after the last site (e.g. the classifier's)
-        done = set(all_bns[:first]) | site_bns
-        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
+                kept, lasso[site.name] = cp_select(m, a, keep)
+        columns = None if kept is None else pruning_.columns_of(torch.as_tensor(kept), problem.group_size)
+        return Fit(problem.solve(columns, ridge), channels=kept)
+
+    history, kept_channels, _ = fit_layers(teacher, student, images, find_sites(student), fit_site,
+                                           objective=objectives.regression(), bn=bn, batch_size=batch_size,
+                                           callback=callback, show_progress=show_progress, desc=f"compressing ({name})")
     extra = {"layer_loss": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}
     return student.eval(), kept_channels, history, extra
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import objectives, pruning, quantize, solvers
+from . import objectives, quantize, solvers
 from .sites import BN_MODES
 
 

@@ -28,7 +28,7 @@ from . import quantize as quantize_
 from .progress import progress
 from .quadratic import LayerProblem, check_conv
 from .sites import SiteInputs, batch_norms, check_bn_mode, find_sites, reestimate_bn, set_bn_statistics
-from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, WeightTarget, fit
+from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, Fit, WeightTarget, fit
 
 
 @dataclass
@@ -99,6 +99,72 @@ def _target_for(plan, site, conv: nn.Conv2d):
     return None
 
 
+def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sites: list, fit_site: Callable[..., Fit], *,
+               objective: objectives_.Objective, bn: str, batch_size: int | None = None,
+               callback: Callable[[dict], None] | None = None, show_progress: bool = True,
+               desc: str = "compressing") -> tuple[list[dict], dict[str, list[int]], dict[str, torch.Tensor]]:
+    """Fit ``student``'s conv ``sites`` front to back, in place: the loop shared by the engine and
+    the layer-wise baselines.
+
+    For each site it takes the teacher's and the (partly compressed) student's inputs ``hT``,
+    ``hS`` (N, C_in, H, W) and the teacher's outputs ``tT = WT*hT``, ``tS = WT*hS``, asks
+    ``fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)`` for the new weights (a
+    :class:`~xdnb.solvers.Fit`), writes them, handles batch norm as ``bn`` says, and records the
+    layer (keys of :func:`record_from_outputs`, kept channels, sparsity, ``objective``'s value
+    before and after, seconds), calling ``callback(record)``. Returns ``(history, kept_channels,
+    masks)``.
+    """
+    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    capture_mode = "batch" if bn == "train" else "eval"
+    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
+    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
+    site_bns = {site.bn for site in sites}
+    all_bns = batch_norms(student)
+    first_site_bn = next((i for i, name in enumerate(all_bns) if name in site_bns), len(all_bns))
+    if bn == "reestimate":  # BNs in front of the first site (the image conv's) normalise what every site sees
+        reestimate_bn(student, images, all_bns[:first_site_bn], batch_size)
+    history, kept_channels, masks = [], {}, {}
+    for index, site in enumerate(progress(sites, desc=desc, enabled=show_progress)):
+        layer_started = time.perf_counter()
+        teacher_conv, student_conv = teacher_modules[site.name], student_modules[site.name]
+        check_conv(teacher_conv, site.name)
+        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
+        with torch.no_grad():
+            tT, tS = teacher_conv(hT), teacher_conv(hS)
+        result = fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)
+        with torch.no_grad():
+            student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))
+            sT, sS = student_conv(hT), student_conv(hS)
+        if result.channels is not None:
+            kept_channels[site.name] = torch.as_tensor(result.channels).tolist()
+        if result.mask is not None:
+            masks[site.name] = result.mask.reshape(student_conv.weight.shape).cpu()
+        if bn == "reestimate" and site.bn is not None:
+            # the BN's input is exactly this conv's output on the student's input
+            set_bn_statistics(student_modules[site.bn], sS)
+        record = {
+            "layer": site.name,
+            "index": index,
+            "in_channels": teacher_conv.in_channels,
+            "kept_channels": len(kept_channels.get(site.name, ())) or teacher_conv.in_channels,
+            "sparsity": pruning_.sparsity_of(student_conv.weight),
+            "objective_before": objective_value(objective, tT, tS, tT, tS),
+            "objective_after": objective_value(objective, tT, tS, sT, sS),
+            **record_from_outputs(tT, tS, sT, sS),
+            "seconds": time.perf_counter() - layer_started,
+        }
+        del hT, hS, tT, tS, sT, sS
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    if bn == "train":
+        reestimate_bn(student, images, None, batch_size)
+    elif bn == "reestimate":  # what is left: BNs after the last site (e.g. the classifier's)
+        done = set(all_bns[:first_site_bn]) | site_bns
+        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
+    return history, kept_channels, masks
+
+
 def compress(
     teacher: nn.Module,
     images: torch.Tensor,
@@ -147,62 +213,19 @@ def compress(
     quant = quantize_.parse(quantize)
     stems = quantize_.first_conv_sites(student, sites) if quant is not None and quant.first_conv else []
     sites = stems + sites
-    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    capture_mode = "batch" if bn == "train" else "eval"
     options = {"ridge": ridge, "rounds": rounds, "steps": steps, "lr": lr}
 
-    history, kept_channels, masks = [], {}, {}
-    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
-    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
-    site_bns = {site.bn for site in sites}
-    all_bns = batch_norms(student)
-    if bn == "reestimate":
-        # BNs in front of the first site (the image conv's) normalise what every site sees
-        first_site_bn = next((i for i, name in enumerate(all_bns) if name in site_bns), len(all_bns))
-        reestimate_bn(student, images, [n for n in all_bns[:first_site_bn]], batch_size)
-    for index, site in enumerate(progress(sites, desc=f"compressing ({objective})", enabled=show_progress)):
-        layer_started = time.perf_counter()
-        teacher_conv, student_conv = teacher_modules[site.name], student_modules[site.name]
-        check_conv(teacher_conv, site.name)
-        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
-        with torch.no_grad():
-            tT, tS = teacher_conv(hT), teacher_conv(hS)
+    def fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS) -> Fit:
         problem = LayerProblem(objective, teacher_conv, hT, hS, (tT, tS))
         target = None if site in stems else _target_for(plan, site, teacher_conv)
         result = fit(solver, problem, target, **options)
         if quant is not None:
             result = quantize_.fit(quant.quantizer, problem, target, start=result, **{"ridge": ridge, **quant.options()})
-        del problem
-        with torch.no_grad():
-            student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))
-            sT, sS = student_conv(hT), student_conv(hS)
-        if result.channels is not None:
-            kept_channels[site.name] = result.channels.tolist()
-        if result.mask is not None:
-            masks[site.name] = result.mask.reshape(student_conv.weight.shape).cpu()
-        if bn == "reestimate" and site.bn is not None:
-            # the BN's input is exactly this conv's output on the student's input
-            set_bn_statistics(student_modules[site.bn], sS)
-        record = {
-            "layer": site.name,
-            "index": index,
-            "in_channels": teacher_conv.in_channels,
-            "kept_channels": len(result.channels) if result.channels is not None else teacher_conv.in_channels,
-            "sparsity": pruning_.sparsity_of(student_conv.weight),
-            "objective_before": objective_value(objective, tT, tS, tT, tS),
-            "objective_after": objective_value(objective, tT, tS, sT, sS),
-            **record_from_outputs(tT, tS, sT, sS),
-            "seconds": time.perf_counter() - layer_started,
-        }
-        del hT, hS, tT, tS, sT, sS
-        history.append(record)
-        if callback is not None:
-            callback(record)
-    if bn == "train":
-        reestimate_bn(student, images, None, batch_size)
-    elif bn == "reestimate":  # what is left: BNs after the last site (e.g. the classifier's)
-        done = set(all_bns[:first_site_bn]) | site_bns
-        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
+        return result
+
+    history, kept_channels, masks = fit_layers(teacher, student, images, sites, fit_site, objective=objective, bn=bn,
+                                               batch_size=batch_size, callback=callback, show_progress=show_progress,
+                                               desc=f"compressing ({objective})")
     masked = student
     compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels) if kept_channels else copy.deepcopy(student)
     config = {

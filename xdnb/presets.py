@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import data as data_
 from . import experiment, objectives, plots, tables
 from .experiment import RunConfig
 from .sweep import SweepReport, alpha_beta_grid, grid, mu_grid, run_sweep

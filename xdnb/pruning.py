@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .sites import Site, find_sites
+from .sites import find_sites
 
 #: Kept input channels of conv1..conv13 of VGG-16 (METHOD.md; conv1 = the image, 3 channels).
 VGG16_SCHEMES = {
