@@ -135,13 +135,6 @@ def test_all_controls_wait_for_release(bench):
 # --- xdnb.tutorial, the computations behind the panels -------------------------------------------
 
 
-def test_fast_layer_errors_equal_the_library_ones(bench):
-    result, held, _ = _direct(bench, "soft", alpha=0.5, beta=0.5)
-    assert tutorial.layer_errors(bench.teacher, result.masked_student, bench.held_images) == held
-    with pytest.raises(ValueError, match="masked_student"):
-        tutorial.layer_errors(bench.teacher, result.student, bench.held_images)
-
-
 def test_bench_runs_are_deterministic_and_record_their_settings(bench):
     a, b = bench.run("cross", k=1, seed=1), bench.run("cross", k=1, seed=1)
     assert a.errors() == b.errors() and a.accuracy == b.accuracy

@@ -14,7 +14,7 @@ from torch import nn
 
 from .distill import layer_record
 from .progress import progress
-from .sites import capture_input, find_sites
+from .sites import SiteInputs, find_sites
 
 
 @torch.no_grad()
@@ -60,11 +60,13 @@ def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, b
     One dict per conv site, front to back, with ``layer``, ``index`` and the keys of
     :func:`xdnb.distill.layer_record` (estimation error L^r, relative error, L^c, L^i, eps_S,
     eps_T) plus ``bound``: ``2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)`` at mu = 0.5
-    (see :func:`bound`). Raises ValueError if the widths differ (pass the masked student).
+    (see :func:`bound`). Site inputs are streamed front to back (:class:`xdnb.sites.SiteInputs`:
+    one forward pass per network for a VGG). Raises ValueError if the widths differ (pass the
+    masked student).
     """
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    rows = []
-    for index, site in enumerate(find_sites(teacher)):
+    sites = find_sites(teacher)
+    for site in sites:
         t_conv, s_conv = teacher_modules[site.name], student_modules.get(site.name)
         if s_conv is None or s_conv.weight.shape != t_conv.weight.shape:
             got = None if s_conv is None else tuple(s_conv.weight.shape)
@@ -72,11 +74,17 @@ def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, b
                 f"student layer {site.name} has weight shape {got}, teacher {tuple(t_conv.weight.shape)}: "
                 "per-layer errors need the same width (use Compressed.masked_student)"
             )
-        hT = capture_input(teacher, site.name, images, batch_size)
-        hS = capture_input(student, site.name, images, batch_size)
-        record = layer_record(t_conv, s_conv, hT, hS)
+    was_training = (teacher.training, student.training)
+    teacher.eval(), student.eval()
+    teacher_inputs = SiteInputs(teacher, sites, images, batch_size)
+    student_inputs = SiteInputs(student, sites, images, batch_size)
+    rows = []
+    for index, site in enumerate(sites):
+        record = layer_record(teacher_modules[site.name], student_modules[site.name],
+                              teacher_inputs.input(index), student_inputs.input(index))
         record["bound"] = bound(record, 0.5)
         rows.append({"layer": site.name, "index": index, **record})
+    teacher.train(was_training[0]), student.train(was_training[1])
     return rows
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import data, distill, metrics, models, objectives, pruning
+from . import data, distill, metrics, models, objectives, pruning, tables
 from .plots import layer_labels, layer_value
 from .solvers import DEFAULT_RIDGE
 
@@ -178,7 +178,7 @@ class Bench:
                                     show_progress=False, **options)
             settings.update(options)
             settings["bn"] = outcome.config.get("bn", "keep" if method == "l1-norm" else bn)
-        held = layer_errors(self.teacher, outcome.masked_student, self.held_images)
+        held = metrics.layer_errors(self.teacher, outcome.masked_student, self.held_images)
         accuracy = metrics.accuracy(outcome.student, self.held_images, self.held_labels)
         return Trial(settings, outcome.history, held, accuracy, outcome.seconds, outcome)
 
@@ -190,35 +190,6 @@ class Bench:
         """Parameters (all, non-zero) and FLOPs (dense, effective) of ``model`` on one input."""
         return {**pruning.count_params(model),
                 **{f"flops_{k}": v for k, v in pruning.count_flops(model, self.input_shape).items()}}
-
-
-@torch.no_grad()
-def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[dict]:
-    """:func:`xdnb.metrics.layer_errors` (same records, same values) for image sets small enough
-    to hold every site's input at once: two forward passes in total instead of two per site,
-    which is what keeps a slider change on digits well under a second. ``student``: the masked
-    (teacher-width) student."""
-    from .distill import layer_record
-    from .sites import capture_inputs, find_sites
-
-    sites = [s.name for s in find_sites(teacher)]
-    teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    for name in sites:
-        if name not in student_modules or student_modules[name].weight.shape != teacher_modules[name].weight.shape:
-            return metrics.layer_errors(teacher, student, images)  # raises the library's explanation
-    inputs_T, inputs_S = capture_inputs(teacher, sites, images), capture_inputs(student, sites, images)
-    rows = []
-    for index, name in enumerate(sites):
-        record = layer_record(teacher_modules[name], student_modules[name], inputs_T[name], inputs_S[name])
-        record["bound"] = metrics.bound(record, 0.5)
-        rows.append({"layer": name, "index": index, **record})
-    return rows
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = list(values)
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def soft_grid(bench: Bench, alphas: Sequence[float], betas: Sequence[float], **settings) -> dict:
@@ -277,7 +248,8 @@ def format_accuracy(grid: dict[str, dict[int, list[float]]], digits: int = 1) ->
         cells = []
         for k in ks:
             if k in per_k:
-                mean, std = mean_std([100 * a for a in per_k[k]])
+                mean, std = tables.mean_std([100 * a for a in per_k[k]])
+                std = std or 0.0
                 cells.append(f"{mean:>6.{digits}f} ± {std:<4.{digits}f}")
             else:
                 cells.append(f"{'':>13}")
