@@ -11,7 +11,11 @@ gradient evaluation of the quadratic (teacher parts precomputed, xdnb's path) an
 autograd step through the convolutions (teacher convs recomputed each step, as in the paper's
 "four convolutions per step" count), median of repeated timings.
 
-    python bench/engine_cifar.py [--root ~/.cache/xdnb/cifar10-jpeg] [--teacher PATH] [--steps-only]
+Part 3, the projection rounds of the lstsq solver on CIFAR-10 (``--rounds``): VGG-C, K = 1,
+seeds 0 and 1, regression and cross (mu 0.6) with 2 and 4 rounds, one torch thread (the digits
+validation in ``bench/engine_digits.py`` preferred 2; this checks the default on real data).
+
+    python bench/engine_cifar.py [--root ~/.cache/xdnb/cifar10-jpeg] [--teacher PATH] [--steps-only | --rounds]
 """
 
 from __future__ import annotations
@@ -126,12 +130,58 @@ def step_costs(spec: str, teacher_path: str, site_name: str = "feature.27") -> l
     return rows
 
 
+def solver_layer_times(spec: str, teacher_path: str, site_name: str = "feature.27", ks=(1,),
+                       targets=("channels", "weights"), report=None) -> list[dict]:
+    """Each solver on the same layer problem (cross, mu 0.6; half the input channels kept or 90 % of
+    the weights removed; K in ``ks``, seed 0): wall seconds of one fit and the objective it reaches
+    (lower is better; the student's input is a perturbed copy of the teacher's, as in
+    :func:`step_costs`)."""
+    from xdnb import solvers
+
+    teacher = models.teacher("vgg16", checkpoint=teacher_path)
+    train = data.load(spec, "train")
+    sites = find_sites(teacher)
+    index = [s.name for s in sites].index(site_name)
+    conv = teacher.get_submodule(site_name)
+    rows = []
+    for k in ks:
+        images, _ = data.stack(train, data.few_shot(train, k, 0))
+        hT = SiteInputs(teacher, sites, images).input(index)
+        torch.manual_seed(0)
+        hS = hT + 0.1 * torch.randn_like(hT)
+        chosen = {"channels": ("channels 50 %", solvers.ChannelTarget(conv.in_channels // 2)),
+                  "weights": ("weights 10 %", solvers.WeightTarget(conv.weight.numel() // 10))}
+        for label, target in (chosen[t] for t in targets):
+            for name in solvers.SOLVERS:
+                problem = LayerProblem(objectives.cross(0.6), conv, hT, hS)
+                started = time.perf_counter()
+                fit = getattr(solvers, f"fit_{name}")(problem, target)
+                seconds = time.perf_counter() - started
+                rows.append({"k": k, "target": label, "solver": name, "seconds": seconds, "objective": problem.loss(fit.weight)})
+                if report:
+                    report(rows[-1])
+    return rows
+
+
+def rounds_check(spec: str, teacher: str) -> None:
+    torch.set_num_threads(1)
+    print("| seed | objective | rounds | accuracy | compression time |\n|---|---|---|---|---|")
+    for seed in (0, 1):
+        for method, params in (("cross", {"mu": 0.6}), ("regression", {})):
+            for rounds in (2, 4):
+                config = experiment.RunConfig(data=spec, arch="vgg16", teacher=teacher, seed=seed, method=method,
+                                              pruning="VGG-C", k=1, rounds=rounds, **params)
+                result = experiment.run(config, show_progress=False)
+                print(f"| {seed} | {method} | {rounds} | {100 * result.student_accuracy:.2f} % | {result.seconds:.1f} s |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="~/.cache/xdnb/cifar10-jpeg")
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER))
     parser.add_argument("--out", default=str(HERE / "results" / "engine_cifar.jsonl"))
     parser.add_argument("--steps-only", action="store_true")
+    parser.add_argument("--rounds", action="store_true", help="part 3: 2 vs 4 projection rounds")
     args = parser.parse_args()
     spec = f"cifar10-folder:{args.root}"
     print(f"torch threads: {torch.get_num_threads()}")
@@ -139,6 +189,8 @@ def main() -> None:
         print("| K | objective | xdnb step (ms) | naive autograd step (ms) | ratio |\n|---|---|---|---|---|")
         for r in step_costs(spec, args.teacher):
             print(f"| {r['k']} | {r['objective']} | {r['ours_ms']:.2f} | {r['naive_ms']:.2f} | {r['naive_ms'] / r['ours_ms']:.1f}x |")
+    elif args.rounds:
+        rounds_check(spec, args.teacher)
     else:
         run_solvers(spec, args.teacher, Path(args.out))
 
