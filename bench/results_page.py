@@ -72,9 +72,15 @@ def sweeps(root: str, teacher: str, ks, seeds) -> dict:
             "mu": list(mu), "alpha-beta": list(grid)}
 
 
-def load(name: str) -> list[dict]:
+def load(name: str, configs=None) -> list[dict]:
+    """The finished runs of sweep ``name``; with ``configs``, only those planned there (a store can
+    hold runs of an earlier, larger plan)."""
     path = STORE / f"{name}.jsonl"
-    return [r.to_dict() for r in ResultStore(path).results()] if path.exists() else []
+    results = [r.to_dict() for r in ResultStore(path).results()] if path.exists() else []
+    if configs is None:
+        return results
+    planned = {json.dumps(c.to_dict(), sort_keys=True) for c in configs}
+    return [r for r in results if json.dumps(r["config"], sort_keys=True) in planned]
 
 
 # --- the per-layer analysis -----------------------------------------------------------------
@@ -310,8 +316,9 @@ def engine_rows() -> list[dict]:
 
 
 def render(root: str, teacher: str, ks, seeds, compute_seconds: float | None) -> str:
-    structured, unstructured = load("structured"), load("unstructured")
-    mu, grid = load("mu"), load("alpha-beta")
+    plan = sweeps(root, teacher, ks, seeds)
+    structured, unstructured = load("structured", plan["structured"]), load("unstructured", plan["unstructured"])
+    mu, grid = load("mu", plan["mu"]), load("alpha-beta", plan["alpha-beta"])
     layers, fast = analysis(root, teacher), speed(root, teacher)
     teacher_acc = 100 * structured[0]["teacher_accuracy"]
     every = structured + unstructured + mu + grid
