@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -163,6 +164,28 @@ def test_cp_lasso_support_is_exactly_the_target_and_agrees_with_coordinate_desce
         # the same LASSO (‖y − zβ‖² + λ‖β‖₁) solved by coordinate descent has this support
         beta = Lasso(alpha=info["lambda"] / (2 * len(z)), fit_intercept=False, tol=1e-12, max_iter=100000).fit(z.numpy(), y.numpy()).coef_
         assert sorted(torch.nonzero(torch.as_tensor(beta)).flatten().tolist()) == kept.tolist()
+
+
+def test_cp_takes_the_smallest_lambda_when_the_path_hits_the_width_twice():
+    """Correlated channels: along the LASSO path, 3 channels are non-zero on two separate
+    stretches with different supports; CP takes the smaller-lambda one (the least shrinkage)."""
+    from sklearn.linear_model import Lasso
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(60, 4, generator=generator, dtype=torch.float64)
+    z = base @ torch.randn(4, 8, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(60, 8, generator=generator, dtype=torch.float64)
+    y = z @ torch.randn(8, generator=generator, dtype=torch.float64) + 0.5 * torch.randn(60, generator=generator, dtype=torch.float64)
+    kept, info = baselines.cp_select(z.T @ z, z.T @ y, 3)
+    # coordinate descent on a dense grid of lambdas, largest first: every support with 3 channels
+    lam_max = 2 * float((z.T @ y).abs().max())
+    supports = []
+    for lam in np.geomspace(lam_max, lam_max * 1e-4, 300):
+        beta = Lasso(alpha=lam / (2 * len(z)), fit_intercept=False, tol=1e-12, max_iter=100000).fit(z.numpy(), y.numpy()).coef_
+        support = np.nonzero(beta)[0].tolist()
+        if len(support) == 3 and (not supports or supports[-1] != support):
+            supports.append(support)
+    assert len(supports) >= 2, "the example must reach 3 channels twice with different supports"
+    assert kept.tolist() == supports[-1] != supports[0]
 
 
 def test_cp_reaches_exactly_the_target_width_in_every_layer(digits_teacher, few_shot_5, plan):
