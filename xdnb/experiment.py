@@ -45,6 +45,10 @@ class RunConfig:
     ``quantize``: weight bits (2..8) of every conv, fitted with ``quantizer`` (``ste``,
     ``proxquant``, ``round``) at ``granularity`` (``channel``, ``tensor``) in ``quantize_steps``
     steps per layer (objectives only; see :mod:`xdnb.quantize`); ``None`` = full precision.
+    ``solver``, ``bn``, ``ridge``, ``rounds``, ``steps`` and ``lr`` are the engine's and apply to the
+    objectives only; a baseline reads its own settings from ``options`` (defaults in
+    :data:`xdnb.baselines.DEFAULTS`, e.g. ``options={"bn": "keep", "ridge": 0.0}``), and the ones it
+    used are recorded in ``Result.method_config``.
     """
 
     data: str = "digits"
