@@ -383,7 +383,7 @@ one regeneration near two hours this page uses K ∈ {{{', '.join(map(str, ks))}
 {{{', '.join(map(str, seeds))}}} for the four schemes (VGG-B and VGG-50 at K = 5 only) and the mu sweep; seed
 {seeds[0]} only for unstructured pruning (K = 1), the (alpha, beta) grid and the per-layer analysis. The {runs} sweep runs took {run_hours:.1f} h summed over runs (each run's own
 wall time including evaluation; two ran at a time).
-The solver comparison of section 5 (`bench/engine_cifar.py`) is separate: its reference-solver
+The solver comparison of section 5 (`bench/engine_cifar.py`) is separate: its reference- and proximal-solver
 runs alone took {engine_hours:.1f} h.
 """]
     parts.append("## 1. Structured pruning\n")
