@@ -51,10 +51,6 @@ def solver_runs(spec: str, teacher: str) -> list[experiment.RunConfig]:
     return runs
 
 
-def key(config: experiment.RunConfig) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)
-
-
 def append_line(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -66,9 +62,9 @@ def append_line(path: Path, record: dict) -> None:
 def run_solvers(spec: str, teacher: str, out: Path) -> None:
     done = set()
     if out.exists():
-        done = {key(experiment.RunConfig.from_dict(json.loads(line)["config"])) for line in out.read_text().splitlines() if line.strip()}
+        done = {experiment.RunConfig.from_dict(json.loads(line)["config"]).key() for line in out.read_text().splitlines() if line.strip()}
     for config in solver_runs(spec, teacher):
-        if key(config) in done:
+        if config.key() in done:
             continue
         result = experiment.run(config, show_progress=False)
         record = result.to_dict()
@@ -155,7 +151,7 @@ def solver_layer_times(spec: str, teacher_path: str, site_name: str = "feature.2
             for name in solvers.SOLVERS:
                 problem = LayerProblem(objectives.cross(0.6), conv, hT, hS)
                 started = time.perf_counter()
-                fit = getattr(solvers, f"fit_{name}")(problem, target)
+                fit = solvers.FIT_FUNCTIONS[name](problem, target)
                 seconds = time.perf_counter() - started
                 rows.append({"k": k, "target": label, "solver": name, "seconds": seconds, "objective": problem.loss(fit.weight)})
                 if report:

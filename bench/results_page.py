@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from xdnb import data, distill, metrics, models, plots, presets, tables
+from xdnb.experiment import RunConfig
 from xdnb.sweep import ResultStore, run_sweep
 
 HERE = Path(__file__).resolve().parent
@@ -77,8 +78,8 @@ def load(name: str, configs=None) -> list[dict]:
     results = [r.to_dict() for r in ResultStore(path).results()] if path.exists() else []
     if configs is None:
         return results
-    planned = {json.dumps(c.to_dict(), sort_keys=True) for c in configs}
-    return [r for r in results if json.dumps(r["config"], sort_keys=True) in planned]
+    planned = {c.key() for c in configs}
+    return [r for r in results if RunConfig.from_dict(r["config"]).key() in planned]
 
 
 # --- the per-layer analysis -----------------------------------------------------------------
