@@ -45,9 +45,9 @@ from . import objectives
 from . import pruning as pruning_
 from .distill import Compressed, fit_layers
 from .finetune import finetune
-from .models import VGG
+from .graph import ModelGraph, channel_map, feature_points, group_of, input_width, trace
 from .quadratic import LayerProblem
-from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, find_sites, reestimate_bn
+from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, reestimate_bn
 from .solvers import DEFAULT_RIDGE, Fit
 
 METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")
@@ -73,15 +73,17 @@ END_TO_END_BN = {
 # --- validation --------------------------------------------------------------------------------
 
 
-def _check_plan(name: str, teacher: nn.Module, plan):
-    if isinstance(plan, str) or plan is None:
-        plan = pruning_.parse(teacher, plan)
+def _check_plan(name: str, graph: ModelGraph, plan):
+    plan = pruning_.parse(graph, plan)
     if plan is not None and not isinstance(plan, (pruning_.ChannelPruning, pruning_.WeightPruning)):
         raise ValueError(f"plan must be a pruning plan, a spec string or None, got {plan!r}")
     if name in STRUCTURED_ONLY and not isinstance(plan, pruning_.ChannelPruning):
         got = "no pruning" if plan is None else f"{plan.kind} plan {plan.scheme!r}"
         raise ValueError(f"{name} prunes channels only (structured); got {got}. Use a structured plan "
                          f"(e.g. 'VGG-A', 'Res-50', 'keep:0.5'), or l1-norm, bp or fitnet for unstructured pruning")
+    if name in STRUCTURED_ONLY and not plan.keep:
+        raise ValueError(f"{name} selects input channels, and plan {plan.scheme!r} prunes no layer of this model "
+                         f"(layers at full width: {len(plan.full_width)}); it does not apply here")
     return plan
 
 
@@ -109,17 +111,30 @@ def _check_options(name: str, options: dict) -> dict:
 
 
 @torch.no_grad()
-def widen(teacher: nn.Module, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
-    """The teacher-width twin of a physically pruned ``compact`` network: its weights placed at
-    the kept channels (teacher numbering) and each site conv's pruned input channels zeroed, so it
-    computes the same outputs as ``compact`` and can be compared layer by layer with the teacher
-    (:func:`xdnb.metrics.layer_errors`). Removed filters are never read (their values are arbitrary)."""
-    full = copy.deepcopy(teacher)
-    sites = {s.name: s for s in find_sites(full)}
+def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
+    """The teacher-width twin of a physically pruned ``compact`` network (``graph``: the traced
+    teacher): its weights placed at the kept channels (teacher numbering) and each site's pruned
+    input channels zeroed, so it computes the same outputs as ``compact`` and can be compared
+    layer by layer with the teacher (:func:`xdnb.metrics.layer_errors`). Removed filters are never
+    read (their values are arbitrary)."""
+    import torch_pruning as tp
+
+    full = copy.deepcopy(graph.model)
+    names = {m: n for n, m in graph.model.named_modules()}
     rows, cols = {}, {}  # module -> kept output (dim 0) / input (dim 1) indices
     for name, kept in kept_channels.items():
-        index = torch.as_tensor(kept, dtype=torch.long)
-        cols[name] = rows[sites[name].producer] = rows[sites[name].producer_bn] = index
+        removed = sorted(set(range(input_width(graph.model.get_submodule(name)))) - set(int(i) for i in kept))
+        if not removed:
+            continue
+        for dep, idxs in group_of(graph, name, removed):
+            layer = dep.target.module
+            if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)) or layer not in names:
+                continue  # activations, reshapes and concats hold no tensors
+            module = names[layer]
+            incoming = dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+            size = layer.num_features if isinstance(layer, nn.modules.batchnorm._BatchNorm) else layer.weight.shape[int(incoming)]
+            index = torch.tensor(sorted(set(range(size)) - set(int(i) for i in idxs)), dtype=torch.long)
+            (cols if incoming else rows)[module] = index
     state = full.state_dict()
     for key, value in compact.state_dict().items():
         target, module = state[key], key.rpartition(".")[0]
@@ -128,7 +143,7 @@ def widen(teacher: nn.Module, compact: nn.Module, kept_channels: dict[str, list[
             continue
         r, c = rows.get(module), cols.get(module)
         if c is not None and key.endswith("weight"):
-            target.zero_()  # a site conv reads its kept input channels only
+            target.zero_()  # a site reads its kept input channels only
         r, c = (None if i is None else i.to(target.device) for i in (r, c))
         if r is not None and c is not None and target.ndim > 1:
             target[r[:, None], c[None, :]] = value
@@ -139,43 +154,37 @@ def widen(teacher: nn.Module, compact: nn.Module, kept_channels: dict[str, list[
     return full.eval()
 
 
-def _l1_norm(teacher, plan):
-    """(compact, masked, kept_channels, masks) of data-free L1-norm pruning."""
+def _l1_norm(graph, plan):
+    """(compact, masked, kept_channels, masks) of data-free L1-norm pruning of the traced teacher."""
     if plan is None:
-        return copy.deepcopy(teacher), copy.deepcopy(teacher), {}, {}
-    compact, kept, masks = pruning_.l1_filter_prune(teacher, plan)
-    masked = widen(teacher, compact, kept) if kept else copy.deepcopy(compact)
+        return copy.deepcopy(graph.model), copy.deepcopy(graph.model), {}, {}
+    compact, kept, masks = pruning_.l1_filter_prune(graph, plan)
+    masked = widen(graph, compact, kept) if kept else copy.deepcopy(compact)
     return compact, masked, kept, masks
 
 
 # --- end-to-end: BP and FitNet -----------------------------------------------------------------
 
 
-def hint_points(model: nn.Module) -> list[tuple[str, str | None]]:
-    """FitNet's hint points as ``(module, conv)``: the hint feature is ``module``'s input (N, C, H, W),
-    produced by ``conv`` (whose kept filters give the width of a pruned student's feature), or
-    ``None`` where the width is never pruned. VGG: each max-pool and the final average pool;
-    ResNet: the outputs of the four stages."""
-    if isinstance(model, VGG):
-        points, last_conv = [], None
-        for i, module in enumerate(model.feature):
-            if isinstance(module, nn.Conv2d):
-                last_conv = f"feature.{i}"
-            elif isinstance(module, nn.MaxPool2d):
-                points.append((f"feature.{i}", last_conv))
-        return points + [("pool", last_conv)]
-    return [("layer2", None), ("layer3", None), ("layer4", None), ("avgpool", None)]
+def hint_points(model: nn.Module, input_shape) -> list[tuple[str, str | None]]:
+    """FitNet's hint points as ``(module, producer)``: the hint feature is ``module``'s input
+    (N, C, H, W), wherever the network downsamples (:func:`xdnb.graph.feature_points`: VGG's
+    max-pools and final average pool; a ResNet's stem pool, each stage's first strided block and
+    the global pool), carrying the output channels of ``producer`` (whose kept filters give a
+    pruned student's width there), or ``None`` where the width is never pruned."""
+    return feature_points(model, input_shape)
 
 
-def _end_to_end(name, teacher, images, labels, plan, opts, seed, batch_size, show_progress):
+def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_progress):
     """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(student, masked, kept, masks, info)``."""
-    compact, _, kept, masks = _l1_norm(teacher, plan)
+    teacher = graph.model
+    compact, _, kept, masks = _l1_norm(graph, plan)
     bn = opts["bn"]
     if bn == "reestimate":
         reestimate_bn(compact, images, None, batch_size)
     loss, regressors, info = None, [], {}
     if name == "fitnet":
-        loss, regressors, info = _fitnet_loss(teacher, compact, images, labels, kept, opts, batch_size)
+        loss, regressors, info = _fitnet_loss(graph, compact, images, labels, kept, opts, batch_size)
     try:
         finetune(compact, images, labels, steps=opts["steps"], lr=opts["lr"], weight_decay=opts["weight_decay"],
                  masks=masks or None, batch_size=batch_size, bn_train=(bn == "train"), seed=seed,
@@ -185,31 +194,40 @@ def _end_to_end(name, teacher, images, labels, plan, opts, seed, batch_size, sho
             handle.remove()
     if bn == "train":  # the network evaluated is the one trained: batch statistics of the K-shot set
         reestimate_bn(compact, images, None, batch_size)
-    masked = widen(teacher, compact, kept) if kept else compact
+    masked = widen(graph, compact, kept) if kept else compact
     return (copy.deepcopy(compact) if masked is compact else compact), masked, kept, masks, info
 
 
-def _fitnet_loss(teacher, student, images, labels, kept, opts, batch_size):
+def _fitnet_loss(graph, student, images, labels, kept, opts, batch_size):
     """FitNet's loss ``CE + T²·KL(teacher‖student at temperature T) + hint_weight·mean_h MSE_h`` as a
     :func:`finetune` ``loss(logits, batch)``, with the regressors it trains and the hooks to remove."""
-    points = hint_points(teacher)
+    teacher = graph.model
+    points = hint_points(teacher, graph.input_shape)
     names = [m for m, _ in points]
     with torch.no_grad():
         teacher_features = capture_inputs(teacher, names, images, batch_size)
+        student_widths = {m: x.shape[1] for m, x in capture_inputs(student, names, images[:2], batch_size).items()}
         teacher_logits = torch.cat([teacher(b) for b in images.split(batch_size or len(images))])
-    producer_kept = {s.producer: kept[s.name] for s in find_sites(teacher) if s.name in kept}
+    producer_kept = {}  # producer -> its kept output channels (its own numbering)
+    for site, channels in kept.items():
+        chosen = set(int(c) for c in channels)
+        for producer, pairs in channel_map(graph, site).items():
+            producer_kept[producer] = sorted(own for own, root in pairs if root in chosen)
     regressors = []
     for module, conv in points:
-        if conv in producer_kept:
-            # 1x1 regressor (student width -> teacher width), starting as the kept-channel embedding
-            index = producer_kept[conv]
-            regressor = nn.Conv2d(len(index), teacher_features[module].shape[1], 1, bias=False).to(images.device)
-            with torch.no_grad():
-                regressor.weight.zero_()
-                regressor.weight[index, torch.arange(len(index))] = 1.0
-            regressors.append(regressor)
-        else:
+        width = teacher_features[module].shape[1]
+        if student_widths[module] == width:
             regressors.append(None)
+            continue
+        # 1x1 regressor (student width -> teacher width), starting as the kept-channel embedding
+        index = producer_kept.get(conv)
+        if index is None or len(index) != student_widths[module]:
+            index = list(range(student_widths[module]))  # channel provenance unknown: the first ones
+        regressor = nn.Conv2d(len(index), width, 1, bias=False).to(images.device)
+        with torch.no_grad():
+            regressor.weight.zero_()
+            regressor.weight[index, torch.arange(len(index))] = 1.0
+        regressors.append(regressor)
     stash = {}
     modules = dict(student.named_modules())
     handles = [modules[m].register_forward_pre_hook(lambda _m, inputs, m=m: stash.__setitem__(m, inputs[0])) for m in names]
@@ -317,13 +335,14 @@ def fskd_pointwise(teacher_output: torch.Tensor, student_output: torch.Tensor, r
     return LayerProblem(objectives.regression(), identity, teacher_output, student_output).solve(None, ridge)
 
 
-def _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_progress):
+def _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progress):
     """Fit every site front to back with ``name``'s selection and re-fit through the engine's own
     loop (:func:`xdnb.distill.fit_layers`: same inputs, BN handling and per-layer records);
     returns ``(masked student, kept_channels, history, extra config)``."""
+    teacher = graph.model
     bn, ridge = opts["bn"], float(opts["ridge"])
     if name == "fskd":  # FSKD starts from the L1-norm student (teacher width, pruned inputs zeroed)
-        _, student, l1_kept, _ = _l1_norm(teacher, plan)
+        _, student, l1_kept, _ = _l1_norm(graph, plan)
     else:
         student, l1_kept = copy.deepcopy(teacher), {}
     lasso = {}
@@ -342,10 +361,10 @@ def _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_pro
                 kept = thinet_select(m, a, keep)
             else:
                 kept, lasso[site.name] = cp_select(m, a, keep)
-        columns = None if kept is None else pruning_.columns_of(torch.as_tensor(kept), problem.group_size)
+        columns = None if kept is None else problem.columns_of(torch.as_tensor(kept))
         return Fit(problem.solve(columns, ridge), channels=kept)
 
-    history, kept_channels, _ = fit_layers(teacher, student, images, find_sites(student), fit_site,
+    history, kept_channels, _ = fit_layers(teacher, student, images, graph.sites, fit_site,
                                            objective=objectives.regression(), bn=bn, batch_size=batch_size,
                                            callback=callback, show_progress=show_progress, desc=f"compressing ({name})")
     extra = {"layer_loss": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}
@@ -366,24 +385,25 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
     started = time.perf_counter()
     if name not in METHODS:
         raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(METHODS)}")
-    plan = _check_plan(name, teacher, plan)
     opts = _check_options(name, options)
-    if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
+    if images.ndim < 2 or len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor with N labels, got shapes "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}")
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher = copy.deepcopy(teacher).to(device).eval()
     images, labels = images.to(device), labels.to(device)
+    graph = trace(teacher, tuple(images.shape[1:]))
+    plan = _check_plan(name, graph, plan)
     history, masks, extra = [], {}, {}
     if name == "l1-norm":
-        student, masked, kept, masks = _l1_norm(teacher, plan)
+        student, masked, kept, masks = _l1_norm(graph, plan)
         opts = {"bn": "keep"}  # data-free
     elif name in ("bp", "fitnet"):
-        student, masked, kept, masks, extra = _end_to_end(name, teacher, images, labels, plan, opts, seed,
+        student, masked, kept, masks, extra = _end_to_end(name, graph, images, labels, plan, opts, seed,
                                                           batch_size, show_progress)
     else:
-        masked, kept, history, extra = _layerwise(name, teacher, images, plan, opts, batch_size, callback, show_progress)
-        student = pruning_.remove_channels(copy.deepcopy(masked), kept)
+        masked, kept, history, extra = _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progress)
+        student = pruning_.remove_channels(copy.deepcopy(masked), kept, graph.input_shape)
     config = {
         "method": name, **opts, **extra,
         "bn_description": "the teacher's BN statistics (data-free)" if name == "l1-norm" else
@@ -392,5 +412,6 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
         "images": len(images), "seed": seed,
     }
     masks = {site: mask.cpu() for site, mask in masks.items()}
-    return Compressed(student.eval(), masked.eval(), history, kept, masks, config, time.perf_counter() - started)
+    return Compressed(student.eval(), masked.eval(), history, kept, masks, config, time.perf_counter() - started,
+                      graph.input_shape)
 

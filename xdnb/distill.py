@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,9 +26,10 @@ from torch.nn import functional as F
 from . import objectives as objectives_
 from . import pruning as pruning_
 from . import quantize as quantize_
+from .graph import SiteStream, input_width, trace
 from .progress import progress
-from .quadratic import LayerProblem, check_conv
-from .sites import SiteInputs, batch_norms, check_bn_mode, find_sites, reestimate_bn, set_bn_statistics
+from .quadratic import LayerProblem, LayerTooLarge, check_layer, flat_weight, write_flat_weight
+from .sites import batch_norms, check_bn_mode, reestimate_bn, set_bn_statistics
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, Fit, WeightTarget, fit
 
 
@@ -39,7 +41,8 @@ class Compressed:
     for unstructured); ``masked_student``: the same network at the teacher's width with pruned
     channels zeroed (what per-layer metrics compare against the teacher); ``history``: one record
     per site (see :func:`layer_record`); ``kept_channels``: site -> kept input channels (teacher
-    numbering); ``masks``: site -> bool weight mask (unstructured); ``config``: what was run.
+    numbering); ``masks``: site -> bool weight mask (unstructured); ``config``: what was run;
+    ``input_shape``: (C, H, W) of one input, as traced.
     """
 
     student: nn.Module
@@ -49,6 +52,7 @@ class Compressed:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    input_shape: tuple = ()
 
 
 @torch.no_grad()
@@ -91,77 +95,96 @@ def objective_value(objective: objectives_.Objective, tT, tS, sT, sS) -> float:
     return total
 
 
-def _target_for(plan, site, conv: nn.Conv2d):
+def _target_for(plan, site, layer: nn.Module):
     if isinstance(plan, pruning_.ChannelPruning) and site.name in plan.keep:
         return ChannelTarget(plan.keep[site.name])
     if isinstance(plan, pruning_.WeightPruning):
-        return WeightTarget(plan.kept_weights(conv.weight.numel()))
+        return WeightTarget(plan.kept_weights(layer.weight.numel()))
     return None
+
+
+def _unprunable(plan, graph) -> dict[str, str]:
+    """Under a channel plan: the sites that could not be pruned, with the reason."""
+    if not isinstance(plan, pruning_.ChannelPruning):
+        return {}
+    return {s.name: s.reason for s in graph.sites if not s.prunable}
 
 
 def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sites: list, fit_site: Callable[..., Fit], *,
                objective: objectives_.Objective, bn: str, batch_size: int | None = None,
                callback: Callable[[dict], None] | None = None, show_progress: bool = True,
                desc: str = "compressing") -> tuple[list[dict], dict[str, list[int]], dict[str, torch.Tensor]]:
-    """Fit ``student``'s conv ``sites`` front to back, in place: the loop shared by the engine and
-    the layer-wise baselines.
+    """Fit ``student``'s ``sites`` front to back, in place: the loop shared by the engine and the
+    layer-wise baselines.
 
-    For each site it takes the teacher's and the (partly compressed) student's inputs ``hT``,
-    ``hS`` (N, C_in, H, W) and the teacher's outputs ``tT = WT*hT``, ``tS = WT*hS``, asks
-    ``fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)`` for the new weights (a
-    :class:`~xdnb.solvers.Fit`), writes them, handles batch norm as ``bn`` says, and records the
-    layer (keys of :func:`record_from_outputs`, kept channels, sparsity, ``objective``'s value
-    before and after, seconds), calling ``callback(record)``. Returns ``(history, kept_channels,
-    masks)``.
+    One forward pass per network (:class:`xdnb.graph.SiteStream`) pauses before each site and
+    hands over the teacher's and the (partly compressed) student's inputs ``hT``, ``hS`` (N, C_in,
+    H, W); with the teacher's outputs ``tT = WT*hT``, ``tS = WT*hS``, ``fit_site(site,
+    teacher_layer, student_layer, hT, hS, tT, tS)`` returns the new weights (a
+    :class:`~xdnb.solvers.Fit`), which are written before the pass goes on. Batch norm follows
+    ``bn``: with ``"reestimate"`` every student BN gets the statistics of its input when the pass
+    reaches it (after the layers in front of it are fitted). Each layer is recorded (keys of
+    :func:`record_from_outputs`, kept channels, sparsity, ``objective``'s value before and after,
+    seconds) and passed to ``callback(record)``. A layer whose system exceeds the memory cap
+    (:class:`xdnb.quadratic.LayerTooLarge`) keeps the teacher's weights, and its record says so
+    (``note``). Returns ``(history, kept_channels, masks)``.
     """
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
     capture_mode = "batch" if bn == "train" else "eval"
-    teacher_inputs = SiteInputs(teacher, sites, images, batch_size, capture_mode)
-    student_inputs = SiteInputs(student, sites, images, batch_size, capture_mode)
-    site_bns = {site.bn for site in sites}
-    all_bns = batch_norms(student)
-    first_site_bn = next((i for i, name in enumerate(all_bns) if name in site_bns), len(all_bns))
-    if bn == "reestimate":  # BNs in front of the first site (the image conv's) normalise what every site sees
-        reestimate_bn(student, images, all_bns[:first_site_bn], batch_size)
+    names = [site.name for site in sites]
+    by_name = {site.name: site for site in sites}
+    teacher_inputs = iter(SiteStream(teacher, names, images, batch_size, capture_mode))
+    student_inputs = SiteStream(student, names, images, batch_size, capture_mode,
+                                bns=batch_norms(student) if bn == "reestimate" else ())
     history, kept_channels, masks = [], {}, {}
-    for index, site in enumerate(progress(sites, desc=desc, enabled=show_progress)):
+    bar = progress(range(len(sites)), desc=desc, enabled=show_progress)
+    for name, hS in student_inputs:
+        if name not in by_name:  # a batch norm reached by the pass: its input as it is now
+            set_bn_statistics(student_modules[name], hS)
+            continue
         layer_started = time.perf_counter()
-        teacher_conv, student_conv = teacher_modules[site.name], student_modules[site.name]
-        check_conv(teacher_conv, site.name)
-        hT, hS = teacher_inputs.input(index), student_inputs.input(index)
+        index, site = len(history), by_name[name]
+        teacher_name, hT = next(teacher_inputs)
+        if teacher_name != name:
+            raise ValueError(f"teacher and student reached different layers ({teacher_name} vs {name})")
+        teacher_conv, student_conv = teacher_modules[name], student_modules[name]
+        check_layer(teacher_conv, name)
         with torch.no_grad():
             tT, tS = teacher_conv(hT), teacher_conv(hS)
-        result = fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)
+        note = None
+        try:
+            result = fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)
+        except LayerTooLarge as error:
+            note = f"left unfitted: {error}"
+            warnings.warn(f"{name} {note}", stacklevel=2)
+            result = Fit(flat_weight(student_conv))
+        write_flat_weight(student_conv, result.weight)
         with torch.no_grad():
-            student_conv.weight.copy_(result.weight.reshape(student_conv.weight.shape))
             sT, sS = student_conv(hT), student_conv(hS)
         if result.channels is not None:
-            kept_channels[site.name] = torch.as_tensor(result.channels).tolist()
+            kept_channels[name] = torch.as_tensor(result.channels).tolist()
         if result.mask is not None:
-            masks[site.name] = result.mask.reshape(student_conv.weight.shape).cpu()
-        if bn == "reestimate" and site.bn is not None:
-            # the BN's input is exactly this conv's output on the student's input
-            set_bn_statistics(student_modules[site.bn], sS)
+            masks[name] = result.mask.reshape(student_conv.weight.shape).cpu()
         record = {
-            "layer": site.name,
+            "layer": name,
             "index": index,
-            "in_channels": teacher_conv.in_channels,
-            "kept_channels": len(kept_channels.get(site.name, ())) or teacher_conv.in_channels,
+            "in_channels": input_width(teacher_conv),
+            "kept_channels": len(kept_channels.get(name, ())) or input_width(teacher_conv),
             "sparsity": pruning_.sparsity_of(student_conv.weight),
             "objective_before": objective_value(objective, tT, tS, tT, tS),
             "objective_after": objective_value(objective, tT, tS, sT, sS),
             **record_from_outputs(tT, tS, sT, sS),
             "seconds": time.perf_counter() - layer_started,
+            **({"note": note} if note else {}),
         }
         del hT, hS, tT, tS, sT, sS
         history.append(record)
+        bar.update(1)
         if callback is not None:
             callback(record)
+    bar.close()
     if bn == "train":
         reestimate_bn(student, images, None, batch_size)
-    elif bn == "reestimate":  # what is left: BNs after the last site (e.g. the classifier's)
-        done = set(all_bns[:first_site_bn]) | site_bns
-        reestimate_bn(student, images, [n for n in all_bns if n not in done], batch_size)
     return history, kept_channels, masks
 
 
@@ -181,37 +204,43 @@ def compress(
     rounds: int = DEFAULT_ROUNDS,
     steps: int = REFERENCE_STEPS,
     lr: float = REFERENCE_LR,
+    linear: bool = False,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     callback: Callable[[dict], None] | None = None,
     show_progress: bool = True,
 ) -> Compressed:
-    """Compress ``teacher`` layer by layer on the few-shot ``images`` (N, C, H, W).
+    """Compress ``teacher`` (any ``nn.Module`` classifier) layer by layer on the few-shot
+    ``images`` (N, C, H, W).
 
     ``objective``: a name (``regression``, ``correction``, ``imitation``, ``cross`` with ``mu``,
     ``soft`` with ``alpha``, ``beta``) or an :class:`~xdnb.objectives.Objective`. ``pruning``: a
-    plan from :mod:`xdnb.pruning`, a spec string (``"VGG-A"``, ``"keep:0.5"``, ``"sparse:0.9"``)
-    or ``None`` (refit only). ``solver``: ``lstsq`` (``ridge``, ``rounds``), ``reference`` or
-    ``proximal`` (``steps``, ``lr``). ``bn``: ``reestimate``, ``keep`` or ``train``.
-    ``batch_size``: images per forward pass (``None`` = all at once). ``callback(record)`` runs
-    after every layer. The teacher is not modified. ``quantize``: ``None``, a bit width, a dict
-    such as ``{"bits": 2, "quantizer": "ste", "granularity": "channel"}`` or a
-    :class:`~xdnb.quantize.Quantization`: each layer is fitted by ``solver`` first, then its weights
-    are fitted onto the k-bit grid (the first conv too, see :mod:`xdnb.quantize`).
+    plan from :mod:`xdnb.pruning`, a spec string (``"VGG-A"``, ``"Res-50"``, ``"keep:0.5"``,
+    ``"sparse:0.9"``), a mapping ``{layer: kept channels or ratio}`` or ``None`` (refit only).
+    ``solver``: ``lstsq`` (``ridge``, ``rounds``), ``reference`` or ``proximal`` (``steps``,
+    ``lr``). ``bn``: ``reestimate``, ``keep`` or ``train``. ``linear``: fit the ``nn.Linear``
+    layers too (default: convs only, as the paper). ``batch_size``: images per forward pass
+    (``None`` = all at once). ``callback(record)`` runs after every layer. The teacher is not
+    modified. ``quantize``: ``None``, a bit width, a dict such as ``{"bits": 2, "quantizer": "ste",
+    "granularity": "channel"}`` or a :class:`~xdnb.quantize.Quantization`: each layer is fitted
+    by ``solver`` first, then its weights are fitted onto the k-bit grid (the first conv too, see
+    :mod:`xdnb.quantize`).
     """
     started = time.perf_counter()
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
     check_bn_mode(bn)
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if not isinstance(images, torch.Tensor) or images.ndim < 2 or len(images) == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher = copy.deepcopy(teacher).to(device).eval()  # never touch the caller's teacher
-    student = copy.deepcopy(teacher)
     images = images.to(device)
-    plan = pruning_.parse(teacher, pruning) if isinstance(pruning, str) or pruning is None else pruning
-    sites = find_sites(student)
+    graph = trace(teacher, tuple(images.shape[1:]), linear=linear)
+    student = copy.deepcopy(teacher)
+    plan = pruning_.parse(graph, pruning)
+    sites = graph.sites
     quant = quantize_.parse(quantize)
-    stems = quantize_.first_conv_sites(student, sites) if quant is not None and quant.first_conv else []
+    stems = graph.stems if quant is not None and quant.first_conv else []
     sites = stems + sites
     options = {"ridge": ridge, "rounds": rounds, "steps": steps, "lr": lr}
 
@@ -227,7 +256,7 @@ def compress(
                                                batch_size=batch_size, callback=callback, show_progress=show_progress,
                                                desc=f"compressing ({objective})")
     masked = student
-    compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels) if kept_channels else copy.deepcopy(student)
+    compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels, graph.input_shape)
     config = {
         **objective.describe(),
         "solver": solver,
@@ -237,5 +266,8 @@ def compress(
         "images": len(images),
         **({"ridge": ridge, "rounds": rounds} if solver == "lstsq" else {"steps": steps} if solver == "proximal" else {"steps": steps, "lr": lr}),
         **({"quantize": quant.describe()} if quant is not None else {}),
+        **({"linear": True} if linear else {}),
+        **({"unprunable": unprunable} if (unprunable := _unprunable(plan, graph)) else {}),
     }
-    return Compressed(compact.eval(), masked.eval(), history, kept_channels, masks, config, time.perf_counter() - started)
+    return Compressed(compact.eval(), masked.eval(), history, kept_channels, masks, config, time.perf_counter() - started,
+                      graph.input_shape)

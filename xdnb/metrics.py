@@ -14,7 +14,7 @@ from torch import nn
 
 from .distill import layer_record
 from .progress import progress
-from .sites import SiteInputs, find_sites
+from .graph import SiteStream, trace
 
 
 @torch.no_grad()
@@ -54,18 +54,19 @@ def accuracy_on(model: nn.Module, dataset, batch_size: int = 100) -> float:
 
 
 @torch.no_grad()
-def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> list[dict]:
+def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int | None = None,
+                 linear: bool = False) -> list[dict]:
     """Per-site errors of ``student`` against ``teacher`` on ``images`` (eval-mode BN).
 
     One dict per conv site, front to back, with ``layer``, ``index`` and the keys of
     :func:`xdnb.distill.layer_record` (estimation error L^r, relative error, L^c, L^i, eps_S,
     eps_T) plus ``bound``: ``2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)`` at mu = 0.5
-    (see :func:`bound`). Site inputs are streamed front to back (:class:`xdnb.sites.SiteInputs`:
-    one forward pass per network for a VGG). Raises ValueError if the widths differ (pass the
-    masked student).
+    (see :func:`bound`). Site inputs are streamed front to back, one forward pass per network
+    (:class:`xdnb.graph.SiteStream`). ``linear``: include the linear layers (as in a compression
+    with ``linear=True``). Raises ValueError if the widths differ (pass the masked student).
     """
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    sites = find_sites(teacher)
+    sites = trace(teacher, tuple(images.shape[1:]), linear=linear).sites
     for site in sites:
         t_conv, s_conv = teacher_modules[site.name], student_modules.get(site.name)
         if s_conv is None or s_conv.weight.shape != t_conv.weight.shape:
@@ -76,14 +77,13 @@ def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, b
             )
     was_training = (teacher.training, student.training)
     teacher.eval(), student.eval()
-    teacher_inputs = SiteInputs(teacher, sites, images, batch_size)
-    student_inputs = SiteInputs(student, sites, images, batch_size)
+    names = [site.name for site in sites]
     rows = []
-    for index, site in enumerate(sites):
-        record = layer_record(teacher_modules[site.name], student_modules[site.name],
-                              teacher_inputs.input(index), student_inputs.input(index))
+    streams = zip(SiteStream(teacher, names, images, batch_size), SiteStream(student, names, images, batch_size))
+    for index, ((name, hT), (_, hS)) in enumerate(streams):
+        record = layer_record(teacher_modules[name], student_modules[name], hT, hS)
         record["bound"] = bound(record, 0.5)
-        rows.append({"layer": site.name, "index": index, **record})
+        rows.append({"layer": name, "index": index, **record})
     teacher.train(was_training[0]), student.train(was_training[1])
     return rows
 

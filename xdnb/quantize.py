@@ -50,7 +50,6 @@ import torch
 from torch import nn
 
 from .quadratic import LayerProblem
-from .sites import Site
 from .solvers import DEFAULT_RIDGE, Fit, fit_lstsq
 
 QUANTIZERS = ("ste", "proxquant", "round")
@@ -360,6 +359,9 @@ FIT_FUNCTIONS = {"ste": fit_ste, "proxquant": fit_proxquant, "round": fit_round}
 def fit(quantizer: str, problem: LayerProblem, target=None, **options) -> Fit:
     """Fit one layer's quantized weights with the named quantizer (``ste``, ``proxquant``, ``round``)."""
     _check_choice("quantizer", quantizer, QUANTIZERS)
+    if problem.has_bias or problem.groups > 1 or isinstance(problem.conv, nn.Linear):
+        raise ValueError("quantization is defined for bias-free, ungrouped Conv2d layers; this layer is a "
+                         f"{type(problem.conv).__name__} (bias={problem.has_bias}, groups={problem.groups})")
     return FIT_FUNCTIONS[quantizer](problem, target, **options)
 
 
@@ -432,21 +434,6 @@ def parse(value) -> Quantization | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Quantization(check_bits(value))
     raise ValueError(f"quantize must be None, a bit width, a dict or a Quantization, got {value!r}")
-
-
-def first_conv_sites(model: nn.Module, sites: list[Site]) -> list[Site]:
-    """Convs before the first fitted site (the image-input conv of a VGG or ResNet) as sites,
-    each with the batch norm that follows it (if its width matches)."""
-    names = {s.name for s in sites}
-    modules = list(model.named_modules())
-    found = []
-    for i, (name, module) in enumerate(modules):
-        if name in names:
-            break
-        if isinstance(module, nn.Conv2d):
-            bn = next(((n, m) for n, m in modules[i + 1:] if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
-            found.append(Site(name, bn[0] if bn is not None and bn[1].num_features == module.out_channels else None))
-    return found
 
 
 @torch.no_grad()

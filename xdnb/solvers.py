@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .pruning import (columns_of, group_norms, group_soft_threshold, keep_top_channels, keep_top_weights,
-                      linear_budget, soft_threshold)
+from .pruning import group_norms, group_soft_threshold, keep_top_channels, keep_top_weights, linear_budget, soft_threshold
 from .quadratic import LayerProblem
 
 SOLVERS = ("lstsq", "reference", "proximal")
@@ -61,11 +60,12 @@ class Fit:
 
 
 def _check_target(problem: LayerProblem, target) -> None:
-    c_in = problem.dim // problem.group_size
-    if isinstance(target, ChannelTarget) and not 1 <= target.keep <= c_in:
-        raise ValueError(f"cannot keep {target.keep} of {c_in} input channels")
-    if isinstance(target, WeightTarget) and not 1 <= target.keep <= problem.dim * problem.c_out:
-        raise ValueError(f"cannot keep {target.keep} of {problem.dim * problem.c_out} weights")
+    if isinstance(target, ChannelTarget) and problem.groups > 1:
+        raise ValueError("the input channels of a grouped conv are not pruned")
+    if isinstance(target, ChannelTarget) and not 1 <= target.keep <= problem.c_in:
+        raise ValueError(f"cannot keep {target.keep} of {problem.c_in} input channels")
+    if isinstance(target, WeightTarget) and not 1 <= target.keep <= problem.weight_dim * problem.c_out:
+        raise ValueError(f"cannot keep {target.keep} of {problem.weight_dim * problem.c_out} weights")
 
 
 def fit_lstsq(problem: LayerProblem, target=None, *, ridge: float = DEFAULT_RIDGE, rounds: int = DEFAULT_ROUNDS, **_) -> Fit:
@@ -75,43 +75,44 @@ def fit_lstsq(problem: LayerProblem, target=None, *, ridge: float = DEFAULT_RIDG
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     _check_target(problem, target)
-    g = problem.group_size
-    c_in = problem.dim // g
+    g, c_in = problem.group_size, problem.c_in
     if target is None:
         return Fit(problem.solve(None, ridge), info={"solves": 1})
     if isinstance(target, ChannelTarget):
         kept = torch.arange(c_in, device=problem.teacher_weight.device)
         weight = problem.solve(None, ridge)
         for r in range(1, rounds + 1):
-            kept = keep_top_channels(weight, kept, linear_budget(c_in, target.keep, r, rounds), g)
-            weight = problem.solve(columns_of(kept, g), ridge)
+            kept = keep_top_channels(problem.weights_of(weight), kept, linear_budget(c_in, target.keep, r, rounds), g)
+            weight = problem.solve(problem.columns_of(kept), ridge)
         return Fit(weight, channels=kept, info={"solves": rounds + 1})
-    mask = torch.ones_like(problem.teacher_weight, dtype=torch.bool)
+    mask = torch.ones_like(problem.weights_of(problem.teacher_weight), dtype=torch.bool)
     weight = problem.solve(None, ridge)
     total = mask.numel()
     for r in range(1, rounds + 1):
-        mask = keep_top_weights(weight, mask, linear_budget(total, target.keep, r, rounds))
+        mask = keep_top_weights(problem.weights_of(weight), mask, linear_budget(total, target.keep, r, rounds))
         # intermediate rounds only rank weights: a rough warm-started solve suffices
         last = r == rounds
-        weight = problem.solve_masked(mask, max(ridge, 1e-12), start=weight, iterations=MASKED_FINAL_ITERATIONS if last else MASKED_ROUGH_ITERATIONS)
-    return Fit(weight * mask, mask=mask, info={"solves": rounds + 1})
+        weight = problem.solve_masked(problem.full_mask(mask), max(ridge, 1e-12), start=weight,
+                                      iterations=MASKED_FINAL_ITERATIONS if last else MASKED_ROUGH_ITERATIONS)
+    return Fit(weight * problem.full_mask(mask), mask=mask, info={"solves": rounds + 1})
 
 
-def _project(weight, target, kept, mask, budget, g):
-    """Hard projection of ``weight`` to ``budget`` channels / weights; returns the new kept set."""
+def _project(problem, weight, target, kept, mask, budget):
+    """Hard projection of ``weight`` to ``budget`` channels / weights; returns the new kept set
+    (``mask`` covers the weight columns only: the bias is never pruned)."""
     if isinstance(target, ChannelTarget):
-        return keep_top_channels(weight, kept, budget, g), mask
-    return kept, keep_top_weights(weight, mask, budget)
+        return keep_top_channels(problem.weights_of(weight), kept, budget, problem.group_size), mask
+    return kept, keep_top_weights(problem.weights_of(weight), mask, budget)
 
 
-def _support(problem, target, kept, mask, g):
+def _support(problem, target, kept, mask):
     """A (1, D) or (C_out, D) float multiplier that zeroes everything pruned."""
     if isinstance(target, ChannelTarget):
         column = torch.zeros(problem.dim, dtype=problem.teacher_weight.dtype, device=problem.teacher_weight.device)
-        column[columns_of(kept, g)] = 1.0
+        column[problem.columns_of(kept)] = 1.0
         return column[None, :]
     if isinstance(target, WeightTarget):
-        return mask.to(problem.teacher_weight.dtype)
+        return problem.full_mask(mask).to(problem.teacher_weight.dtype)
     return None
 
 
@@ -137,32 +138,31 @@ def fit_reference(problem: LayerProblem, target=None, *, steps: int = REFERENCE_
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
     _check_target(problem, target)
-    g = problem.group_size
-    c_in = problem.dim // g
+    c_in = problem.c_in
     weight = problem.teacher_weight.clone().requires_grad_(True)
     optimizer = _adam(weight, lr)
     rhs_t = problem.rhs_t(weight.dtype)
     ramp = steps // 3
     kept = torch.arange(c_in, device=weight.device)
-    mask = torch.ones_like(weight, dtype=torch.bool)
+    mask = torch.ones_like(problem.weights_of(weight), dtype=torch.bool)
     total = c_in if isinstance(target, ChannelTarget) else mask.numel()
-    support = _support(problem, target, kept, mask, g)
+    support = _support(problem, target, kept, mask)
     for step in range(steps):
         with torch.no_grad():
             weight.grad = problem.grad(weight, rhs_t)
         optimizer.step()
         with torch.no_grad():
             if target is not None and step < ramp:
-                kept, mask = _project(weight, target, kept, mask, linear_budget(total, target.keep, step + 1, ramp), g)
-                support = _support(problem, target, kept, mask, g)
+                kept, mask = _project(problem, weight, target, kept, mask, linear_budget(total, target.keep, step + 1, ramp))
+                support = _support(problem, target, kept, mask)
             if support is not None:
                 weight.mul_(support)
         if step + 1 == ramp:
             for group in optimizer.param_groups:
                 group["lr"] = lr / 10
     if target is not None and ramp == 0:
-        kept, mask = _project(weight.detach(), target, kept, mask, target.keep, g)
-        support = _support(problem, target, kept, mask, g)
+        kept, mask = _project(problem, weight.detach(), target, kept, mask, target.keep)
+        support = _support(problem, target, kept, mask)
     final = weight.detach() if support is None else weight.detach() * support
     return _result(final, target, kept, mask, {"steps": steps, "lr": lr})
 
@@ -175,19 +175,25 @@ def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_S
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
     _check_target(problem, target)
-    g = problem.group_size
-    c_in = problem.dim // g
+    g, c_in = problem.group_size, problem.c_in
     lipschitz = problem.lipschitz()
     step_size = 1.0 / lipschitz if lipschitz > 0 else 0.0
     rhs_t = problem.rhs_t(problem.teacher_weight.dtype)
     weight = problem.teacher_weight.clone()
     kept = torch.arange(c_in, device=weight.device)
-    mask = torch.ones_like(weight, dtype=torch.bool)
-    grad_at_zero = -rhs_t * (2.0 / problem.n)
+    mask = torch.ones_like(problem.weights_of(weight), dtype=torch.bool)
+    grad_at_zero = problem.weights_of(-rhs_t * (2.0 / problem.n))
     if isinstance(target, ChannelTarget):
         lam_max = float(group_norms(grad_at_zero, g).max())
     else:
         lam_max = float(grad_at_zero.abs().max())
+
+    def shrink(w, threshold):
+        """The penalty's proximal step on the weight columns (the bias is not penalised)."""
+        part = problem.weights_of(w)
+        part = group_soft_threshold(part, threshold, g) if isinstance(target, ChannelTarget) else soft_threshold(part, threshold)
+        return torch.cat([part, w[:, problem.weight_dim:]], 1) if problem.has_bias else part
+
     ramp = max(1, steps // 3)
     frozen = target is None
     support = None
@@ -198,16 +204,15 @@ def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_S
             weight = moved if support is None else moved * support
             continue
         lam = lam_max * min(1.0, (step + 1) / ramp)
+        shrunk = shrink(moved, step_size * lam)
         if isinstance(target, ChannelTarget):
-            shrunk = group_soft_threshold(moved, step_size * lam, g)
-            alive = int((group_norms(shrunk, g) > 0).sum())
+            alive = int((group_norms(problem.weights_of(shrunk), g) > 0).sum())
         else:
-            shrunk = soft_threshold(moved, step_size * lam)
-            alive = int((shrunk != 0).sum())
+            alive = int((problem.weights_of(shrunk) != 0).sum())
         if alive <= target.keep or step + 1 >= ramp:
             # freeze: the target's largest groups/weights of the un-shrunk step
-            kept, mask = _project(moved, target, kept, mask, target.keep, g)
-            support = _support(problem, target, kept, mask, g)
+            kept, mask = _project(problem, moved, target, kept, mask, target.keep)
+            support = _support(problem, target, kept, mask)
             weight, frozen, lam_at_freeze = moved * support, True, lam
         else:
             weight = shrunk
