@@ -7,18 +7,25 @@ from torch.nn import functional as F
 
 from xdnb import baselines, distill, metrics, objectives, pruning
 from xdnb.quadratic import LayerProblem, output_rows, unfold_rows
-from xdnb.sites import capture_input, find_sites
+from xdnb.graph import trace
+from xdnb.sites import capture_input
+
+DIGITS = (1, 8, 8)
+
+
+def find_sites(model):
+    return trace(model, DIGITS).sites
 
 
 @pytest.fixture(scope="module")
 def plan(digits_teacher):
-    return pruning.structured(digits_teacher, 0.5)
+    return pruning.structured(trace(digits_teacher, DIGITS), 0.5)
 
 
 @pytest.fixture(scope="module")
 def l1_accuracy(digits_teacher, digits_data, plan):
     _, (x_test, y_test) = digits_data
-    no_data, _, _ = pruning.l1_filter_prune(digits_teacher, plan)
+    no_data, _, _ = pruning.l1_filter_prune(trace(digits_teacher, DIGITS), plan)
     return metrics.accuracy(no_data, x_test, y_test)
 
 
@@ -56,13 +63,13 @@ def test_l1_norm_removes_exactly_the_smallest_norm_filters(digits_teacher, digit
     teacher_modules = dict(digits_teacher.named_modules())
     for site in find_sites(digits_teacher):
         kept = result.kept_channels[site.name]
-        norms = teacher_modules[site.producer].weight.abs().sum((1, 2, 3))
+        norms = teacher_modules[site.producers[0]].weight.abs().sum((1, 2, 3))
         removed = sorted(set(range(len(norms))) - set(kept))
         assert len(kept) == plan.keep[site.name] and norms[removed].max() < norms[kept].min()
-        filters = teacher_modules[site.producer].weight[kept]
-        if site.producer in result.kept_channels:  # the producer's own inputs are pruned too
-            filters = filters[:, result.kept_channels[site.producer]]
-        assert torch.equal(result.student.get_submodule(site.producer).weight, filters)
+        filters = teacher_modules[site.producers[0]].weight[kept]
+        if site.producers[0] in result.kept_channels:  # the producer's own inputs are pruned too
+            filters = filters[:, result.kept_channels[site.producers[0]]]
+        assert torch.equal(result.student.get_submodule(site.producers[0]).weight, filters)
     assert torch.allclose(result.student(x_test), result.masked_student(x_test), atol=1e-5)
     assert result.config["bn"] == "keep" and result.history == []
 
@@ -93,7 +100,7 @@ def test_folding_the_fskd_pointwise_conv_leaves_outputs_unchanged():
 def test_fskd_keeps_the_l1_channels_and_only_reduces_each_layers_error(digits_teacher, few_shot_5, plan):
     images, labels = few_shot_5
     result = baselines.run("fskd", digits_teacher, images, labels, plan, bn="keep")
-    _, l1_kept, _ = pruning.l1_filter_prune(digits_teacher, plan)
+    _, l1_kept, _ = pruning.l1_filter_prune(trace(digits_teacher, DIGITS), plan)
     assert result.kept_channels == l1_kept
     teacher_modules = dict(digits_teacher.named_modules())
     for site in find_sites(digits_teacher):
@@ -118,7 +125,7 @@ def test_thinet_and_cp_refits_match_lstsq(method, digits_teacher, few_shot_5, pl
     checked = 0
     for site in find_sites(digits_teacher):
         t_conv, s_conv = teacher_modules[site.name], result.masked_student.get_submodule(site.name)
-        columns = pruning.columns_of(torch.tensor(result.kept_channels[site.name]), 9)
+        columns = (torch.tensor(result.kept_channels[site.name])[:, None] * 9 + torch.arange(9)).reshape(-1)
         hT = capture_input(digits_teacher, site.name, images)
         hS = capture_input(result.masked_student, site.name, images)  # bn="keep": what the fit saw
         x = unfold_rows(hS, t_conv)[:, columns].double()
@@ -201,7 +208,7 @@ def test_cp_reaches_exactly_the_target_width_in_every_layer(digits_teacher, few_
 def test_bp_and_fitnet_keep_unstructured_masks(method, digits_teacher, few_shot_5):
     images, labels = few_shot_5
     plan = pruning.unstructured(0.7)
-    _, _, l1_masks = pruning.l1_filter_prune(digits_teacher, plan)
+    _, _, l1_masks = pruning.l1_filter_prune(trace(digits_teacher, DIGITS), plan)
     result = baselines.run(method, digits_teacher, images, labels, plan, steps=15, lr=1e-3)
     assert result.masks.keys() == l1_masks.keys() and result.kept_channels == {}
     for site, mask in l1_masks.items():
@@ -213,7 +220,7 @@ def test_bp_and_fitnet_keep_unstructured_masks(method, digits_teacher, few_shot_
 
 def test_fitnet_hints_and_regressors(digits_teacher, few_shot_5, plan):
     images, labels = few_shot_5
-    assert baselines.hint_points(digits_teacher) == [("feature.6", "feature.3"), ("feature.13", "feature.10"), ("pool", "feature.17")]
+    assert baselines.hint_points(digits_teacher, DIGITS) == [("feature.6", "feature.3"), ("feature.13", "feature.10"), ("pool", "feature.17")]
     result = baselines.run("fitnet", digits_teacher, images, labels, plan, steps=5)
     # the last conv's output is never pruned: no regressor there
     assert result.config["hints"] == ["feature.6", "feature.13", "pool"]
@@ -277,11 +284,11 @@ def test_resnet34_res50_runs_layer_wise_and_with_hints():
     teacher = models.resnet34(num_classes=10).eval()
     # 64x64 inputs: stage 4 still has 2x2 maps, so re-estimated BN statistics are not degenerate
     images, labels = torch.randn(8, 3, 64, 64), torch.arange(8)
-    plan = pruning.structured(teacher, "Res-50")
+    plan = pruning.structured(trace(teacher, (3, 64, 64)), "Res-50")
     for method, options in (("thinet", {}), ("fitnet", {"steps": 1})):
         result = baselines.run(method, teacher, images, labels, plan, **options)
         for site, keep in plan.keep.items():
             assert result.student.get_submodule(site).in_channels == keep
         assert torch.allclose(result.student(images), result.masked_student(images), atol=1e-4, rtol=1e-4)
     assert len(result.kept_channels) == len(plan.keep) == 8  # stages 1-3: 2 + 2 + 4 blocks outside the sensitive ones
-    assert result.config["regressors"] == [] and result.config["hints"] == ["layer2", "layer3", "layer4", "avgpool"]
+    assert result.config["regressors"] == [] and result.config["hints"] == ["maxpool", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1", "avgpool"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from xdnb import distill, metrics, pruning
+from xdnb.graph import trace
 from xdnb.sites import BN_MODES, batch_norms, bn_batch_statistics, reestimate_bn
 
 OBJECTIVES = [("regression", {}), ("correction", {}), ("imitation", {}), ("cross", {"mu": 0.6}),
@@ -14,8 +15,9 @@ OBJECTIVES = [("regression", {}), ("correction", {}), ("imitation", {}), ("cross
 def test_every_objective_beats_weight_norm_pruning_without_data(objective, params, digits_teacher, digits_data, few_shot_5):
     _, (x_test, y_test) = digits_data
     images, _ = few_shot_5
-    plan = pruning.structured(digits_teacher, 0.5)
-    no_data, _, _ = pruning.l1_filter_prune(digits_teacher, plan)
+    graph = trace(digits_teacher, (1, 8, 8))
+    plan = pruning.structured(graph, 0.5)
+    no_data, _, _ = pruning.l1_filter_prune(graph, plan)
     baseline = metrics.accuracy(no_data, x_test, y_test)
     result = distill.compress(digits_teacher, images, objective, pruning=plan, **params)
     assert metrics.accuracy(result.student, x_test, y_test) > baseline + 0.02
@@ -24,7 +26,7 @@ def test_every_objective_beats_weight_norm_pruning_without_data(objective, param
 def test_structured_result_is_smaller_and_equals_the_masked_student(digits_teacher, digits_data, few_shot_5):
     images, _ = few_shot_5
     x_test = digits_data[1][0][:200]
-    plan = pruning.structured(digits_teacher, 0.25)
+    plan = pruning.structured(trace(digits_teacher, (1, 8, 8)), 0.25)
     result = distill.compress(digits_teacher, images, "soft", alpha=0.5, beta=0.5, pruning=plan)
     assert torch.allclose(result.student(x_test), result.masked_student(x_test), atol=1e-4)
     for name, keep in plan.keep.items():
@@ -139,19 +141,22 @@ def test_layer_errors_on_held_out_images(digits_teacher, digits_data, few_shot_5
 
 @pytest.mark.parametrize("bn_mode,batch_size", [("eval", None), ("batch", None), ("eval", 7)])
 def test_streamed_site_inputs_equal_fresh_captures_after_updates(bn_mode, batch_size, digits_teacher, few_shot_5):
-    from xdnb.sites import SiteInputs, capture_input, find_sites
+    from xdnb.graph import SiteStream, capture_input
 
     images, _ = few_shot_5
     model = copy.deepcopy(digits_teacher)
-    sites = find_sites(model)
-    stream = SiteInputs(model, sites, images, batch_size, bn_mode)
-    assert stream.chain is not None
-    for i, site in enumerate(sites):
+    sites = trace(model, (1, 8, 8)).sites
+    stream = SiteStream(model, [s.name for s in sites], images, batch_size, bn_mode)
+    seen = []
+    for (name, streamed), site in zip(stream, sites):
+        assert name == site.name
+        seen.append(name)
         fresh = capture_input(model, site.name, images, batch_size, bn_mode)
-        assert torch.allclose(stream.input(i), fresh, atol=1e-5), site.name
+        assert torch.allclose(streamed, fresh, atol=1e-5), site.name
         with torch.no_grad():  # update this layer: the next input must reflect it
             model.get_submodule(site.name).weight.mul_(0.8)
             model.get_submodule(site.bn).running_mean.add_(0.1)
+    assert seen == [s.name for s in sites]
 
 
 def test_progressive_bn_statistics_equal_a_fresh_reestimation(digits_teacher, few_shot_5):

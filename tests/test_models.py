@@ -68,13 +68,28 @@ def test_checkpoint_mismatch_names_key_and_shapes(tmp_path):
         models.load_checkpoint(models.vgg(), tmp_path / "missing.pt")
 
 
-def test_save_and_load_model_round_trip_with_narrow_layers(tmp_path):
-    model = models.vgg([8, "M", 6, 5], num_classes=3, in_channels=1, hidden=7).eval()
-    path = models.save_model(model, tmp_path / "m.pt", note="x")
-    loaded = models.load_model(path)
-    x = torch.randn(2, 1, 4, 4)  # 4 -> max-pool 2 -> average-pool 1
-    assert loaded.cfg == [8, "M", 6, 5]
-    assert torch.equal(loaded(x), model(x))
+def test_save_and_load_student_round_trip_with_narrow_layers(tmp_path):
+    from xdnb import distill
+
+    torch.manual_seed(0)
+    teacher = models.digits_net().eval()
+    images = torch.randn(20, 1, 8, 8)
+    result = distill.compress(teacher, images, "regression", pruning="keep:0.5", show_progress=False)
+    path = models.save_student(result.student, tmp_path / "s.pt", build_args=models.builder("digits"),
+                               input_shape=(1, 8, 8), kept_channels=result.kept_channels,
+                               normalization={"mean": [0.1], "std": [0.3]}, meta={"note": "x"})
+    loaded, info = models.load_student(path)
+    assert loaded.cfg == result.student.cfg == [16, 16, "M", 32, 32, "M", 64, 128]
+    assert torch.equal(loaded(images), result.student(images))
+    assert info["input_shape"] == (1, 8, 8) and info["normalization"]["std"] == [0.3] and info["meta"] == {"note": "x"}
+    torch.save(result.student.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not written by xdnb.models.save_student"):
+        models.load_student(tmp_path / "plain.pt")
+    (tmp_path / "broken.pt").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable xdnb student"):
+        models.load_student(tmp_path / "broken.pt")
+    with pytest.raises(FileNotFoundError):
+        models.load_student(tmp_path / "missing.pt")
 
 
 def test_resnet34_imagenet_weights_download_and_cache(tmp_path, monkeypatch):
@@ -124,7 +139,11 @@ def test_digits_teacher_is_accurate_cached_and_deterministic(digits_teacher, dig
 
 
 def test_teacher_errors():
-    with pytest.raises(ValueError, match="allowed: digits, vgg16, resnet34"):
+    with pytest.raises(ValueError, match="unknown architecture 'alexnet'"):
         models.teacher("alexnet")
+    with pytest.raises(ValueError, match="torchvision has no classification model 'nonet'"):
+        models.teacher("torchvision:nonet", checkpoint="x.pt")
+    with pytest.raises(ValueError, match="cannot import 'no_such_package.models'"):
+        models.build("no_such_package.models:net")
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         models.teacher("vgg16")

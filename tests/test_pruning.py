@@ -4,47 +4,49 @@ import pytest
 import torch
 
 from xdnb import models, pruning
-from xdnb.sites import find_sites
+from xdnb.graph import trace
 
 
 def test_vgg16_schemes_match_method_tables():
     model = models.vgg()
-    sites = find_sites(model)
+    graph = trace(model, (3, 32, 32))
+    sites = graph.sites
     convs = [model.get_submodule(s.name) for s in sites]
     for name, widths in pruning.VGG16_SCHEMES.items():
-        plan = pruning.structured(model, name)
+        plan = pruning.structured(graph, name)
         kept = [plan.keep.get(s.name, c.in_channels) for s, c in zip(sites, convs)]
         assert [3] + kept == widths, name
-    half = pruning.structured(model, "VGG-50")
+    half = pruning.structured(graph, "VGG-50")
     assert [half.keep[s.name] for s in sites] == [c.in_channels // 2 for c in convs]
-    assert pruning.parse(model, "keep:0.25").keep["feature.3"] == 16
-    assert pruning.parse(model, "none") is None
+    assert pruning.parse(graph, "keep:0.25").keep["feature.3"] == 16
+    assert pruning.parse(graph, "none") is None
 
 
 def test_resnet_schemes_skip_sensitive_blocks_and_the_residual_stream():
     model = models.resnet34()
+    graph = trace(model, (3, 64, 64))
     for scheme, removed in (("Res-30", 0.3), ("Res-50", 0.5), ("Res-70", 0.7)):
-        plan = pruning.structured(model, scheme)
+        plan = pruning.structured(graph, scheme)
         assert all(name.endswith(".conv2") for name in plan.keep)
         pruned_blocks = {name.rsplit(".", 1)[0] for name in plan.keep}
-        assert not pruned_blocks & set(pruning.RESNET_SENSITIVE)
+        assert not pruned_blocks & set(pruning.RESNET34_SENSITIVE)
         assert plan.keep["layer1.0.conv2"] == round(64 * (1 - removed))
         assert plan.keep["layer3.3.conv2"] == round(256 * (1 - removed))
         assert ("layer4.0.conv2" in plan.keep) == (scheme == "Res-70")
-    assert pruning.structured(model, "Res-70").keep["layer4.2.conv2"] == 256
+    assert pruning.structured(graph, "Res-70").keep["layer4.2.conv2"] == 256
 
 
 def test_bad_schemes_are_refused_with_the_allowed_values():
     with pytest.raises(ValueError, match="VGG-16 scheme"):
-        pruning.structured(models.digits_net(), "VGG-A")
+        pruning.structured(trace(models.digits_net(), (1, 8, 8)), "VGG-A")
     with pytest.raises(ValueError, match="unknown structured scheme 'VGG-Z'"):
-        pruning.structured(models.vgg(), "VGG-Z")
+        pruning.structured(trace(models.vgg(), (3, 32, 32)), "VGG-Z")
     with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
-        pruning.parse(models.vgg(), "keep:1.5")
+        pruning.parse(trace(models.vgg(), (3, 32, 32)), "keep:1.5")
     with pytest.raises(ValueError, match=r"fraction in \(0, 1\)"):
         pruning.unstructured(95)
     with pytest.raises(ValueError, match="cannot keep 99"):
-        pruning.structured(models.digits_net(), [1, 99, 32, 64, 64, 128])
+        pruning.structured(trace(models.digits_net(), (1, 8, 8)), [1, 99, 32, 64, 64, 128])
 
 
 def _randomise(model, seed=0):
@@ -62,7 +64,7 @@ def _randomise(model, seed=0):
 def test_physically_pruned_network_equals_the_masked_network(arch):
     model = _randomise(models.digits_net() if arch == "vgg" else models.resnet34(num_classes=10))
     x = torch.randn(3, 1, 8, 8) if arch == "vgg" else torch.randn(2, 3, 64, 64)
-    plan = pruning.structured(model, 0.5) if arch == "vgg" else pruning.structured(model, "Res-50")
+    plan = pruning.structured(trace(model, x.shape[1:]), 0.5 if arch == "vgg" else "Res-50")
     g = torch.Generator().manual_seed(1)
     masked = copy.deepcopy(model)
     kept = {}
@@ -74,7 +76,7 @@ def test_physically_pruned_network_equals_the_masked_network(arch):
         drop[channels] = False
         with torch.no_grad():
             conv.weight[:, drop] = 0
-    small = pruning.remove_channels(copy.deepcopy(masked), kept)
+    small = pruning.remove_channels(copy.deepcopy(masked), kept, x.shape[1:])
     assert torch.allclose(small(x), masked(x), atol=1e-5)
     assert not torch.allclose(masked(x), model(x), atol=1e-3)  # the masking did something
     for name, keep in plan.keep.items():
@@ -90,21 +92,23 @@ def test_flops_are_counted_by_torch_and_shrink_with_pruning():
     conv = model.feature[3]
     expected_conv = 2 * 8 * 8 * conv.out_channels * conv.in_channels * 9
     assert flops["dense"] > expected_conv and flops["dense"] == flops["effective"]
-    small, _, _ = pruning.l1_filter_prune(model, pruning.structured(model, 0.5))
+    graph = trace(model, (1, 8, 8))
+    small, _, _ = pruning.l1_filter_prune(graph, pruning.structured(graph, 0.5))
     assert pruning.count_flops(small, (1, 8, 8))["dense"] < 0.4 * flops["dense"]
-    sparse, _, masks = pruning.l1_filter_prune(model, pruning.unstructured(0.9))
+    sparse, _, masks = pruning.l1_filter_prune(graph, pruning.unstructured(0.9))
     counted = pruning.count_flops(sparse, (1, 8, 8))
     assert counted["dense"] == flops["dense"] and counted["effective"] < 0.2 * flops["dense"]
 
 
 def test_l1_filter_prune_keeps_the_largest_filters_and_exact_sparsity():
     model = models.digits_net()
-    plan = pruning.structured(model, 0.5)
-    _, kept, _ = pruning.l1_filter_prune(model, plan)
+    graph = trace(model, (1, 8, 8))
+    plan = pruning.structured(graph, 0.5)
+    _, kept, _ = pruning.l1_filter_prune(graph, plan)
     producer = model.feature[0].weight  # producer of feature.3's inputs
     norms = producer.abs().flatten(1).sum(1)
     assert set(kept["feature.3"]) == set(torch.topk(norms, 16).indices.tolist())
-    sparse, _, masks = pruning.l1_filter_prune(model, pruning.unstructured(0.7))
+    sparse, _, masks = pruning.l1_filter_prune(graph, pruning.unstructured(0.7))
     for name, mask in masks.items():
         weight = sparse.get_submodule(name).weight
         assert pruning.sparsity_of(weight) == pytest.approx(0.7, abs=1 / weight.numel())

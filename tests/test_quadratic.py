@@ -1,3 +1,4 @@
+import copy
 """The per-layer least-squares problem against independent oracles (autograd, torch.linalg)."""
 
 import pytest
@@ -6,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xdnb import objectives
-from xdnb.quadratic import LayerProblem, unfold_rows
+from xdnb.quadratic import LayerProblem, unfold_rows, write_flat_weight
 
 OBJECTIVES = [objectives.regression(), objectives.correction(), objectives.imitation(),
               objectives.cross(0.3), objectives.soft(0.7, 0.4)]
@@ -121,7 +122,40 @@ def test_strided_convolution_rows_line_up():
     assert problem.loss(w) == pytest.approx(expected, rel=1e-5)
 
 
-def test_bias_or_groups_are_refused():
-    conv = nn.Conv2d(2, 2, 3, bias=True)
-    with pytest.raises(ValueError, match="bias-free"):
-        LayerProblem(objectives.regression(), conv, torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(4, 6, 3, padding=1, bias=True),
+    nn.Conv2d(4, 6, 3, stride=2, dilation=2, padding=2, groups=2, bias=False),
+    nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=True),  # depthwise
+    nn.Linear(12, 5),
+], ids=["bias", "grouped-dilated", "depthwise-bias", "linear"])
+def test_every_layer_kind_is_solved_exactly_as_torch_lstsq(layer):
+    """Closed form (ridge 0) against torch.linalg.lstsq on the layer's own unfolded system."""
+    torch.manual_seed(0)
+    layer = layer.double().eval()
+    shape = (40, 12) if isinstance(layer, nn.Linear) else (6, layer.in_channels, 7, 7)
+    hT, hS = torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64)
+    problem = LayerProblem(objectives.regression(), layer, hT, hS)
+    w = problem.solve(None, ridge=0.0)
+    groups = getattr(layer, "groups", 1)
+    x = unfold_rows(hS, layer)
+    y = (layer(hT).flatten(2).transpose(1, 2).reshape(-1, w.shape[0]) if x.shape[0] != len(hS) else layer(hT))
+    per_in, per_out = x.shape[1] // groups, w.shape[0] // groups
+    for j in range(groups):
+        xj = x[:, j * per_in:(j + 1) * per_in]
+        if layer.bias is not None:
+            xj = torch.cat([xj, torch.ones(len(xj), 1, dtype=xj.dtype)], 1)
+        expected = torch.linalg.lstsq(xj, y[:, j * per_out:(j + 1) * per_out]).solution.T
+        assert torch.allclose(w[j * per_out:(j + 1) * per_out], expected, atol=1e-6)
+    student = copy.deepcopy(layer)
+    write_flat_weight(student, w)
+    with torch.no_grad():
+        assert problem.loss(w) == pytest.approx(float(F.mse_loss(student(hS), layer(hT))), rel=1e-6, abs=1e-12)
+
+
+def test_a_system_over_the_memory_cap_is_refused_not_built(monkeypatch):
+    from xdnb import quadratic
+
+    monkeypatch.setattr(quadratic, "MEMORY_CAP", 10_000)
+    layer = nn.Linear(200, 3)
+    with pytest.raises(quadratic.LayerTooLarge, match="GiB cap"):
+        LayerProblem(objectives.regression(), layer, torch.randn(300, 200), torch.randn(300, 200))

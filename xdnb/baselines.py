@@ -386,7 +386,7 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
     if name not in METHODS:
         raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(METHODS)}")
     opts = _check_options(name, options)
-    if images.ndim < 2 or len(images) == 0 or len(images) != len(labels):
+    if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor with N labels, got shapes "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}")
     device = torch.device(device) if device is not None else next(teacher.parameters()).device

@@ -28,14 +28,15 @@ def cmd_teacher(args) -> int:
     from . import data, metrics, models
 
     started = time.perf_counter()
-    model = models.teacher(args.name, seed=args.seed, cache_dir=args.cache_dir, checkpoint=args.checkpoint)
+    model = models.teacher(args.name, seed=args.seed, cache_dir=args.cache_dir, checkpoint=args.checkpoint,
+                           num_classes=args.num_classes, stem=args.stem)
     seconds = time.perf_counter() - started
     spec = args.data or ("digits" if args.name == "digits" else None)
     print(f"teacher {args.name}: {_millions(sum(p.numel() for p in model.parameters()))} params, ready in {seconds:.1f} s")
     if spec is None:
         print("(pass --data SPEC to measure its accuracy)")
         return 0
-    x, y = data.stack(data.load(spec, "test"), desc="loading test images")
+    x, y = data.stack(data.load(spec, "test", input_size=args.input_size), desc="loading test images")
     print(f"test accuracy on {spec}: {_percent(metrics.accuracy(model, x, y))} ({len(y)} images)")
     return 0
 
@@ -50,6 +51,7 @@ def cmd_compress(args) -> int:
         rounds=args.rounds, steps=args.steps, lr=args.lr, finetune_steps=args.finetune_steps,
         batch_size=args.batch_size, test_limit=args.test_limit, device=args.device,
         quantize=args.quantize, quantizer=args.quantizer, granularity=args.granularity, quantize_steps=args.quantize_steps,
+        num_classes=args.num_classes, stem=args.stem, input_size=args.input_size, linear=args.linear,
     )
     if not config.data:
         raise ValueError(f"--data is required for --arch {args.arch} (e.g. cifar10-folder:ROOT or imagenet:ROOT)")
@@ -65,9 +67,19 @@ def cmd_compress(args) -> int:
     print(f"student       {_percent(result.student_accuracy)}   params {_millions(s['params'])} "
           f"(non-zero {_millions(s['nonzero'])})   FLOPs {_millions(s['flops_dense'])} (effective {_millions(s['flops_effective'])})")
     print(f"compression   {result.seconds:.1f} s   (run {result.total_seconds:.1f} s, K={config.k}, seed={config.seed})")
+    unprunable = result.method_config.get("unprunable", {})
+    if unprunable:
+        print(f"full width    {len(unprunable)} layers whose inputs cannot be pruned, e.g. "
+              f"{next(iter(unprunable))}: {next(iter(unprunable.values()))}")
     if args.out:
-        path = models.save_model(result.student, args.out, run=result.config,
-                                 student_accuracy=result.student_accuracy, few_shot_indices=result.few_shot_indices)
+        from . import data
+
+        path = models.save_student(
+            result.student, args.out, build_args=models.builder(config.arch, config.num_classes, config.stem),
+            input_shape=result.input_shape, kept_channels=result.kept_channels, normalization=data.normalization(config.data),
+            meta={"run": result.config, "teacher_accuracy": result.teacher_accuracy,
+                  "student_accuracy": result.student_accuracy, "few_shot_indices": result.few_shot_indices,
+                  "method_config": result.method_config, "versions": result.versions})
         print(f"saved student to {path}")
     return 0
 
@@ -81,9 +93,11 @@ def cmd_reproduce(args) -> int:
     from . import presets
 
     out = Path(args.out).expanduser().resolve()
-    options = {k: v for k, v in (("device", args.device), ("solver", args.solver), ("test_limit", args.test_limit)) if v is not None}
+    options = {k: v for k, v in (("device", args.device), ("solver", args.solver), ("test_limit", args.test_limit),
+                                 ("num_classes", args.num_classes), ("stem", args.stem), ("input_size", args.input_size))
+               if v is not None}
     chosen = dict(data_root=args.data_root, teacher=args.teacher, seeds=args.seeds, methods=args.methods, ks=args.k,
-                  schemes=args.schemes)
+                  schemes=args.schemes, arch=args.arch)
     planned = presets.preset(args.preset, **chosen, **options)  # bad arguments fail here, before any work
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -116,21 +130,33 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+ARCH_HELP = ("digits | vgg16 | resnet34 | torchvision:NAME (e.g. torchvision:resnet50) | package.module:function "
+             "(your constructor; it must be importable)")
+
+
+def _model_arguments(parser) -> None:
+    parser.add_argument("--num-classes", type=int, help="classes of a torchvision or custom model (passed to its constructor)")
+    parser.add_argument("--stem", choices=("cifar",), help="cifar: a torchvision ResNet with the CIFAR stem (conv1 3x3 "
+                        "stride 1, max-pool kept), as the shared ResNet-18 teacher; must match how the teacher was trained")
+    parser.add_argument("--input-size", type=int, help="image folders: resize and centre-crop to this size")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xdnb", description="Few-shot network compression via cross distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("teacher", help="train (digits) or load a teacher and print its accuracy")
-    t.add_argument("name", nargs="?", default="digits", choices=("digits", "vgg16", "resnet34"))
+    t.add_argument("name", nargs="?", default="digits", help=ARCH_HELP)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", help="state-dict file (required for vgg16)")
     t.add_argument("--data", help="dataset spec to measure accuracy on (digits by default for the digits teacher)")
     t.add_argument("--cache-dir", help="cache folder (default $XDNB_CACHE or ~/.cache/xdnb)")
+    _model_arguments(t)
     t.set_defaults(func=cmd_teacher)
 
     c = sub.add_parser("compress", help="compress a teacher with K images per class")
-    c.add_argument("--arch", default="digits", choices=("digits", "vgg16", "resnet34"))
-    c.add_argument("--teacher", help="teacher checkpoint (required for vgg16)")
+    c.add_argument("--arch", default="digits", help=ARCH_HELP)
+    c.add_argument("--teacher", help="teacher state dict (required except for digits and the ImageNet resnet34)")
     c.add_argument("--data", help="digits | cifar10:ROOT | cifar10-folder:ROOT | imagenet:ROOT")
     c.add_argument("--download", action="store_true", help="download CIFAR-10 into ROOT if missing")
     c.add_argument("--k", type=int, default=5, help="images per class (default 5)")
@@ -139,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mu", type=float, help=f"cross: weight of correction (default {objectives.DEFAULT_MU})")
     c.add_argument("--alpha", type=float, help="soft: teacher-side mix")
     c.add_argument("--beta", type=float, help="soft: student-side mix")
-    c.add_argument("--scheme", default="keep:0.5", help="VGG-A|B|C|50, Res-30|50|70, keep:R, sparse:R, none")
+    c.add_argument("--scheme", default="keep:0.5", help="keep:R (any model), sparse:R, VGG-A|B|C|50 (VGG-16), "
+                   "Res-30|50|70 (torchvision ResNets), none")
     c.add_argument("--solver", default="lstsq", choices=solvers.SOLVERS)
     c.add_argument("--bn", default="reestimate", choices=BN_MODES)
     c.add_argument("--ridge", type=float, default=solvers.DEFAULT_RIDGE, help="lstsq: ridge towards the teacher")
@@ -154,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantizer", default="ste", help="with --quantize: ste | proxquant | round (default ste)")
     c.add_argument("--granularity", default="channel", help="with --quantize: channel | tensor (one scale per output channel or per layer)")
     c.add_argument("--quantize-steps", type=int, default=quantize.DEFAULT_STEPS, help="with --quantize: fitting steps per layer")
-    c.add_argument("--out", help="write the compressed student here (xdnb.models.load_model reads it)")
+    c.add_argument("--linear", action="store_true", help="fit the linear layers too (default: convs only)")
+    _model_arguments(c)
+    c.add_argument("--out", help="write the compressed student here (xdnb.models.load_student reads it)")
     c.set_defaults(func=cmd_compress)
 
     from .presets import PRESETS
@@ -170,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--schemes", nargs="+", help="pruning schemes (default: the preset's)")
     r.add_argument("--data-root", help="CIFAR-10 or ImageNet folder (presets on those datasets)")
     r.add_argument("--teacher", help="teacher checkpoint (VGG-16 presets; optional otherwise)")
+    r.add_argument("--arch", help="the CIFAR presets and the ablations on CIFAR: another teacher architecture "
+                   "(default vgg16; e.g. torchvision:resnet18 --stem cifar); its default scheme is keep:0.5")
+    _model_arguments(r)
     r.add_argument("--device", help="auto | cpu | cuda (default auto: a GPU when present)")
     r.add_argument("--solver", choices=solvers.SOLVERS, help="layer solver (default lstsq)")
     r.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this many test images")

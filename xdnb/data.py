@@ -76,25 +76,48 @@ def digits(split: str = "train") -> TensorImageDataset:
     return TensorImageDataset(images, y_split.tolist(), [str(d) for d in range(10)])
 
 
-def cifar_transform():
-    """ToTensor + the network-slimming CIFAR-10 normalisation (no augmentation)."""
+def cifar_transform(size: int | None = None):
+    """ToTensor + the network-slimming CIFAR-10 normalisation (no augmentation); ``size``: resize
+    and centre-crop to ``size`` × ``size`` first (default: the images as they are, 32×32)."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+    resize = [transforms.Resize(size), transforms.CenterCrop(size)] if size else []
+    return transforms.Compose([*resize, transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
 
-def imagenet_transform():
-    """The standard ImageNet evaluation transform: resize 256, centre crop 224, normalise."""
+def imagenet_transform(size: int | None = None):
+    """The standard ImageNet evaluation transform: resize 256, centre crop 224, normalise
+    (``size``: crop ``size`` after resizing to ``size·256/224``)."""
     from torchvision import transforms
 
+    crop = size or 224
     return transforms.Compose(
         [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
+            transforms.Resize(int(round(crop * 256 / 224))),
+            transforms.CenterCrop(crop),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+def normalization(spec: str) -> dict:
+    """The normalisation a dataset spec applies to images in [0, 1]: ``{"mean": [...], "std": [...]}``
+    per channel (what a saved or exported student expects of its inputs)."""
+    kind = spec.partition(":")[0]
+    if kind == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        bunch = load_digits()
+        x_train, _ = train_test_split(bunch.images.astype(np.float32) / 16.0, test_size=DIGITS_TEST_FRACTION,
+                                      stratify=bunch.target, random_state=DIGITS_SPLIT_SEED)
+        return {"mean": [float(x_train.mean())], "std": [float(x_train.std())]}
+    if kind in ("cifar10", "cifar10-folder"):
+        return {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+    if kind == "imagenet":
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    raise ValueError(f"unknown dataset {kind!r} in {spec!r}; allowed: {', '.join(DATASET_KINDS)}")
 
 
 def cifar10(root: str | Path, split: str = "train", download: bool = False):
@@ -117,11 +140,12 @@ def cifar10(root: str | Path, split: str = "train", download: bool = False):
     return CIFAR10(str(root), train=(split == "train"), transform=cifar_transform(), download=download)
 
 
-def imagefolder(root: str | Path, split: str | None = None, transform: str = "imagenet"):
+def imagefolder(root: str | Path, split: str | None = None, transform: str = "imagenet", size: int | None = None):
     """A class-per-folder image tree, read with ``torchvision.datasets.ImageFolder``.
 
     ``root/split`` is used when ``split`` is given (e.g. ``"train"``, ``"test"``, ``"val"``).
-    ``transform`` is ``"imagenet"`` (resize 256, centre crop 224) or ``"cifar"`` (32x32 as is).
+    ``transform`` is ``"imagenet"`` (resize 256, centre crop 224) or ``"cifar"`` (32x32 as is);
+    ``size``: the input size (centre crop) instead of the transform's default.
     """
     from torchvision.datasets import ImageFolder
 
@@ -134,17 +158,22 @@ def imagefolder(root: str | Path, split: str | None = None, transform: str = "im
             f"image folder {folder} does not exist; expected one sub-folder per class"
             + (f" under {Path(root).expanduser()}/{split}" if split else "")
         )
-    return ImageFolder(str(folder), transform=transforms[transform]())
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"input size must be a positive int, got {size!r}")
+    return ImageFolder(str(folder), transform=transforms[transform](size))
 
 
 #: Dataset specs understood by :func:`load`.
 DATASET_KINDS = ("digits", "cifar10", "cifar10-folder", "imagenet")
 
 
-def load(spec: str, split: str = "train", download: bool = False):
+def load(spec: str, split: str = "train", download: bool = False, input_size: int | None = None):
     """Open a dataset from a spec string: ``digits``, ``cifar10:ROOT``, ``cifar10-folder:ROOT``
     (the JPEG export, ``ROOT/train`` and ``ROOT/test``) or ``imagenet:ROOT`` (``ROOT/train``,
-    ``ROOT/val``; ``split="test"`` reads ``val``)."""
+    ``ROOT/val``; ``split="test"`` reads ``val``). ``input_size``: for the image folders, resize
+    and centre-crop to this size (e.g. 64 for a torchvision model on CIFAR images)."""
+    if input_size is not None and spec.partition(":")[0] not in ("cifar10-folder", "imagenet"):
+        raise ValueError(f"an input size applies to image folders (cifar10-folder:ROOT, imagenet:ROOT), not {spec!r}")
     kind, _, root = spec.partition(":")
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown dataset {kind!r} in {spec!r}; allowed: {', '.join(DATASET_KINDS)}")
@@ -155,8 +184,8 @@ def load(spec: str, split: str = "train", download: bool = False):
     if kind == "cifar10":
         return cifar10(root, split, download=download)
     if kind == "cifar10-folder":
-        return imagefolder(root, split, transform="cifar")
-    return imagefolder(root, "val" if split == "test" else split, transform="imagenet")
+        return imagefolder(root, split, transform="cifar", size=input_size)
+    return imagefolder(root, "val" if split == "test" else split, transform="imagenet", size=input_size)
 
 
 def targets_of(dataset) -> list[int]:

@@ -229,7 +229,7 @@ def compress(
     started = time.perf_counter()
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
     check_bn_mode(bn)
-    if not isinstance(images, torch.Tensor) or images.ndim < 2 or len(images) == 0:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
     device = torch.device(device) if device is not None else next(teacher.parameters()).device

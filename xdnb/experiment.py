@@ -25,7 +25,8 @@ from .finetune import finetune
 from .sites import check_bn_mode
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, SOLVERS
 
-ARCHS = ("digits", "vgg16", "resnet34")
+#: Fields added after runs were first stored: at their defaults they stay out of a run's key.
+_LATER_FIELDS = {"num_classes": None, "stem": None, "input_size": None, "linear": False}
 _FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr")
 _QUANTIZE_DEFAULTS = ("ste", "channel", quantize_.DEFAULT_STEPS)
 
@@ -35,8 +36,12 @@ class RunConfig:
     """Everything that decides a run's numbers.
 
     ``data``: a dataset spec of :func:`xdnb.data.load` (``digits``, ``cifar10:ROOT``,
-    ``cifar10-folder:ROOT``, ``imagenet:ROOT``). ``arch``: ``digits``, ``vgg16`` or ``resnet34``;
-    ``teacher``: a checkpoint path (required for vgg16; optional otherwise). ``method``: an
+    ``cifar10-folder:ROOT``, ``imagenet:ROOT``). ``arch``: ``digits``, ``vgg16``, ``resnet34``, any
+    torchvision classification model (``torchvision:resnet50``) or a constructor
+    ``package.module:function`` (:func:`xdnb.models.build`), with ``num_classes`` and ``stem``
+    (``"cifar"``: a ResNet's CIFAR stem); ``teacher``: a state-dict path (required except for
+    digits and the ImageNet ResNet-34); ``input_size``: resize/crop image folders to this size;
+    ``linear``: fit the linear layers too. ``method``: an
     objective (``regression``, ``correction``, ``imitation``, ``cross``, ``soft``) or a
     baseline of :mod:`xdnb.baselines`. ``pruning``: a spec of :func:`xdnb.pruning.parse`.
     ``k``: images per class; ``seed``: K-shot draw (and anything random in the method).
@@ -77,13 +82,22 @@ class RunConfig:
     quantizer: str = "ste"
     granularity: str = "channel"
     quantize_steps: int = quantize_.DEFAULT_STEPS
+    num_classes: int | None = None
+    stem: str | None = None
+    input_size: int | None = None
+    linear: bool = False
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a dataset spec such as 'digits' or 'cifar10-folder:ROOT', got {self.data!r}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if not isinstance(self.arch, str) or not (self.arch in models.ARCHS or ":" in self.arch):
+            raise ValueError(f"arch must be one of {', '.join(models.ARCHS)}, torchvision:NAME or package.module:function, "
+                             f"got {self.arch!r}")
+        if self.stem not in models.STEMS:
+            raise ValueError(f"stem must be None or 'cifar', got {self.stem!r}")
+        if not isinstance(self.linear, bool):
+            raise ValueError(f"linear must be True or False, got {self.linear!r}")
         if self.method not in methods():
             raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(methods())}")
         if self.method in objectives.OBJECTIVES:
@@ -106,7 +120,7 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        for name in ("batch_size", "test_limit"):
+        for name in ("batch_size", "test_limit", "num_classes", "input_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -130,8 +144,8 @@ class RunConfig:
         elif (self.quantizer, self.granularity, self.quantize_steps) != _QUANTIZE_DEFAULTS:
             raise ValueError("quantizer, granularity and quantize_steps only apply with quantize=BITS; "
                              f"got quantize=None with {self.quantizer!r}, {self.granularity!r}, {self.quantize_steps!r}")
-        if self.arch == "vgg16" and not self.teacher:
-            raise ValueError("arch 'vgg16' needs teacher=PATH (a network-slimming VGG-16 checkpoint)")
+        if self.arch not in ("digits", "resnet34") and not self.teacher:
+            raise ValueError(f"arch {self.arch!r} needs teacher=PATH (a state dict of the trained teacher)")
         return self
 
     def to_dict(self) -> dict:
@@ -142,6 +156,9 @@ class RunConfig:
         and Python version (canonical JSON: sorted keys, ``repr`` floats). Sweeps use it to skip
         finished runs. Float fields are compared as floats (``mu=1`` and ``mu=1.0`` share a key)."""
         values = self.to_dict()
+        for name, default in _LATER_FIELDS.items():
+            if values.get(name) == default:
+                values.pop(name)
         if values.get("quantize") is None:  # unquantized runs keep the keys they had before quantization existed
             for name in ("quantize", "quantizer", "granularity", "quantize_steps"):
                 values.pop(name, None)
@@ -195,6 +212,9 @@ class Result:
     #: the compressed network itself (not serialised; ``None`` for results read back from JSON)
     student: object = field(default=None, repr=False, compare=False)
 
+    #: (C, H, W) of one input (absent from results stored before it existed)
+    input_shape: list = field(default_factory=list)
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "student"}
 
@@ -203,7 +223,7 @@ class Result:
         fields = [f for f in dataclasses.fields(cls) if f.name != "student"]
         if not isinstance(values, dict):
             raise ValueError(f"a Result is read from a dict, got {type(values).__name__}")
-        missing = sorted(f.name for f in fields if f.name not in values)
+        missing = sorted(f.name for f in fields if f.name not in values and f.default_factory is dataclasses.MISSING)
         unknown = sorted(set(values) - {f.name for f in fields})
         if missing or unknown:
             raise ValueError(f"not a Result: missing fields {missing}, unknown fields {unknown}")
@@ -265,8 +285,8 @@ def versions() -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _test_set(spec: str, limit: int | None):
-    dataset = data.load(spec, "test")
+def _test_set(spec: str, limit: int | None, input_size: int | None = None):
+    dataset = data.load(spec, "test", input_size=input_size)
     indices = None
     if limit is not None and limit < len(dataset):
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].sort().values.tolist()
@@ -274,21 +294,19 @@ def _test_set(spec: str, limit: int | None):
 
 
 @functools.lru_cache(maxsize=4)
-def _train_set(spec: str):
-    return data.load(spec, "train")
+def _train_set(spec: str, input_size: int | None = None):
+    return data.load(spec, "train", input_size=input_size)
 
 
 def load_teacher(config: RunConfig):
     """The teacher of ``config`` (eval mode, CPU)."""
-    if config.arch == "digits":
-        return models.teacher("digits", checkpoint=config.teacher)
-    return models.teacher(config.arch, checkpoint=config.teacher)
+    return models.teacher(config.arch, checkpoint=config.teacher, num_classes=config.num_classes, stem=config.stem)
 
 
 @functools.lru_cache(maxsize=4)
-def _teacher_accuracy(arch: str, teacher: str | None, spec: str, limit: int | None, device: str) -> float:
-    model = load_teacher(RunConfig(data=spec, arch=arch, teacher=teacher)).to(device)
-    x_test, y_test = _test_set(spec, limit)
+def _teacher_accuracy(teacher_fields: tuple, spec: str, limit: int | None, input_size: int | None, device: str) -> float:
+    model = load_teacher(RunConfig(data=spec, **dict(teacher_fields))).to(device)
+    x_test, y_test = _test_set(spec, limit, input_size)
     return metrics.accuracy(model, x_test, y_test)
 
 
@@ -302,10 +320,10 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
     started = time.perf_counter()
     device = resolve_device(config.device)
     teacher = load_teacher(config).to(device)
-    train = _train_set(config.data)
+    train = _train_set(config.data, config.input_size)
     indices = data.few_shot(train, config.k, config.seed)
     images, labels = data.stack(train, indices, desc="loading few-shot images")
-    plan = pruning.parse(teacher, config.pruning)
+    plan = config.pruning
     compress_started = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.method in objectives.OBJECTIVES:
@@ -313,7 +331,7 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
             teacher, images, config.method, mu=config.mu, alpha=config.alpha, beta=config.beta, pruning=plan,
             solver=config.solver, bn=config.bn, ridge=config.ridge, rounds=config.rounds, steps=config.steps,
             lr=config.lr, batch_size=config.batch_size, device=device, callback=callback, show_progress=show_progress,
-            quantize=config.quantization(),
+            quantize=config.quantization(), linear=config.linear,
         )
     else:
         from . import baselines
@@ -326,11 +344,12 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
         student = finetune(student, images, labels, steps=config.finetune_steps, masks=outcome.masks or None,
                            seed=config.seed, show_progress=show_progress)
     seconds = time.perf_counter() - compress_started
-    x_test, y_test = _test_set(config.data, config.test_limit)
+    x_test, y_test = _test_set(config.data, config.test_limit, config.input_size)
     shape = input_shape(config, images)
+    teacher_fields = tuple((k, getattr(config, k)) for k in ("arch", "teacher", "num_classes", "stem"))
     return Result(
         config=config.to_dict(),
-        teacher_accuracy=_teacher_accuracy(config.arch, config.teacher, config.data, config.test_limit, str(device)),
+        teacher_accuracy=_teacher_accuracy(teacher_fields, config.data, config.test_limit, config.input_size, str(device)),
         student_accuracy=metrics.accuracy(student, x_test, y_test),
         teacher_size={**pruning.count_params(teacher), **{f"flops_{k}": v for k, v in pruning.count_flops(teacher, shape).items()}},
         student_size={**pruning.count_params(student), **{f"flops_{k}": v for k, v in pruning.count_flops(student, shape).items()}},
@@ -342,4 +361,5 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
         total_seconds=time.perf_counter() - started,
         versions={**versions(), "device": str(device), "threads": torch.get_num_threads()},
         student=student.cpu().eval(),
+        input_shape=list(shape),
     )

@@ -80,6 +80,17 @@ class ModelGraph:
                 return site
         raise ValueError(f"{name!r} is not a fitted layer of this model; fitted layers: {_preview([s.name for s in self.sites])}")
 
+    def readable_names(self) -> dict[str, str]:
+        """Short labels of the sites for axes: in a plain chain (every layer ``<container>.<index>``
+        of one container, like a VGG's ``feature.N``) the convs numbered from the image conv
+        (``conv1``, not fitted); elsewhere the module paths, which say where a layer sits."""
+        layers = [s.name for s in self.stems + self.sites]
+        prefixes = {name.rpartition(".")[0] for name in layers}
+        if len(prefixes) == 1 and all(name.rpartition(".")[2].isdigit() for name in layers):
+            ordered = sorted(layers, key=lambda n: int(n.rpartition(".")[2]))
+            return {s.name: f"{s.kind}{ordered.index(s.name) + 1}" for s in self.sites}
+        return {s.name: s.name for s in self.sites}
+
     def describe(self) -> list[str]:
         """One line per site that stays at full width, with the reason."""
         return [f"{s.name}: {s.reason}" for s in self.sites if not s.prunable]
@@ -137,6 +148,9 @@ def _execution_order(model: nn.Module, x: torch.Tensor, linear: bool) -> tuple[l
     try:
         with torch.no_grad(), _eval(model):
             model(x)
+    except RuntimeError as error:
+        raise ValueError(f"{type(model).__name__} cannot run on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): "
+                         f"{str(error).splitlines()[0][:200]}") from None
     finally:
         for h in handles:
             h.remove()
@@ -391,7 +405,8 @@ class SiteStream:
         if not self.watched:
             return
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # (a model already in eval mode keeps its BN flags, e.g. inside bn_batch_statistics)
+            self.model.eval()
         passes = []
         pending = set(self.required)
         statistics = bn_batch_statistics(self.model) if self.bn_mode == "batch" else contextlib.nullcontext()
@@ -435,7 +450,8 @@ class SiteStream:
             statistics.__exit__(None, None, None)
             for h in handles:
                 h.remove()
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
 
 
 @torch.no_grad()

@@ -3,15 +3,21 @@
 - :func:`vgg` builds the "network-slimming" VGG of METHOD.md from a channel list (state-dict keys
   ``feature.N.*`` and ``classifier.N.*``, so the reference code's checkpoints load unchanged);
   :data:`VGG16_CFG` is VGG-16 for CIFAR-10 and :func:`digits_net` the small default for digits.
+- :func:`build` makes any supported architecture from a name: ``digits``, ``vgg16``, any
+  torchvision classification model (``torchvision:resnet50``; ``stem="cifar"`` gives a ResNet the
+  CIFAR stem of the shared ResNet-18 teacher) or a user's constructor ``package.module:function``;
 - :func:`resnet34` is torchvision's ResNet-34, optionally with its ImageNet weights.
 - :func:`load_checkpoint` loads a state dict with ``weights_only=True`` and explains mismatches.
-- :func:`save_model` / :func:`load_model` store any (possibly pruned, smaller) network with the
-  description needed to rebuild it.
+- :func:`save_student` / :func:`load_student` store any compressed network safely: its state dict,
+  how to build the full-width model (:func:`build`'s arguments), the kept input channels of each
+  pruned layer (the model is rebuilt and narrowed on load) and the input shape and normalisation
+  it expects; nothing needs pickled modules.
 - :func:`teacher` loads a cached teacher or trains it (digits) and caches it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -142,24 +148,71 @@ def load_checkpoint(model: nn.Module, path_or_state) -> nn.Module:
     return model
 
 
-def model_spec(model: nn.Module) -> dict:
-    """A JSON-able description from which :func:`build_model` rebuilds the full-width network."""
-    if isinstance(model, VGG):
-        return {"arch": "vgg", "cfg": model.cfg, "num_classes": model.num_classes, "in_channels": model.in_channels, "hidden": model.hidden}
-    from torchvision.models import ResNet
-
-    if isinstance(model, ResNet) and [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [3, 4, 6, 3]:
-        return {"arch": "resnet34", "num_classes": model.fc.out_features}
-    raise ValueError(f"no spec for model type {type(model).__name__}; supported: VGG, ResNet-34")
+STEMS = (None, "cifar")
+#: Architecture names :func:`build` understands (plus ``torchvision:NAME`` and ``package.module:function``).
+ARCHS = ("digits", "vgg16", "resnet34")
+STUDENT_FORMAT = "xdnb-student"
 
 
-def build_model(spec: dict) -> nn.Module:
-    """Build a network (random weights) from :func:`model_spec`'s description."""
-    if spec.get("arch") == "vgg":
-        return vgg(spec["cfg"], spec["num_classes"], spec["in_channels"], spec["hidden"])
-    if spec.get("arch") == "resnet34":
-        return resnet34(None, spec["num_classes"])
-    raise ValueError(f"unknown arch in spec {spec!r}; allowed: 'vgg', 'resnet34'")
+def _constructor(arch: str):
+    """The callable behind a ``torchvision:NAME`` or ``package.module:function`` architecture."""
+    import importlib
+
+    source, _, attribute = arch.partition(":")
+    if source == "torchvision":
+        import torchvision
+
+        if attribute not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"torchvision has no classification model {attribute!r} (see torchvision.models.list_models())")
+        return functools.partial(torchvision.models.get_model, attribute, weights=None)
+    if not source or not attribute:
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}, torchvision:NAME or package.module:function")
+    try:
+        module = importlib.import_module(source)
+    except ImportError as error:
+        raise ValueError(f"cannot import {source!r} for architecture {arch!r}: {error}") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ValueError(f"{source!r} has no callable {attribute!r} (architecture {arch!r})")
+    return function
+
+
+def build(arch: str, num_classes: int | None = None, stem: str | None = None) -> nn.Module:
+    """A network with random weights (eval mode) from an architecture name (see module docstring).
+
+    ``num_classes``: passed to the constructor when given (``digits`` and ``vgg16`` have 10).
+    ``stem="cifar"``: for a torchvision ResNet, ``conv1`` becomes a 3×3 stride-1 conv (the
+    max-pool is kept), exactly the shared ResNet-18 CIFAR-10 teacher; a state dict would load
+    into the wrong stem too (the shapes match), so this must be chosen explicitly.
+    """
+    if not isinstance(arch, str) or not arch:
+        raise ValueError(f"arch must be a name such as 'digits', 'vgg16', 'torchvision:resnet18' or 'pkg.mod:fn', got {arch!r}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be None or 'cifar', got {stem!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if arch in ("digits", "vgg16"):
+        if num_classes not in (None, 10) or stem is not None:
+            raise ValueError(f"arch {arch!r} has 10 classes and its own stem; leave num_classes and stem unset")
+        return (digits_net() if arch == "digits" else vgg(VGG16_CFG)).eval()
+    if arch == "resnet34":
+        arch = "torchvision:resnet34"
+    function = _constructor(arch)
+    model = function(num_classes=num_classes) if num_classes is not None else function()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{arch} returned a {type(model).__name__}, not an nn.Module")
+    if stem == "cifar":
+        from torchvision.models import ResNet
+
+        if not isinstance(model, ResNet):
+            raise ValueError(f"stem 'cifar' applies to torchvision ResNets; {arch} is a {type(model).__name__}")
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    return model.eval()
+
+
+def builder(arch: str, num_classes: int | None = None, stem: str | None = None) -> dict:
+    """:func:`build`'s arguments as a JSON-able dict (what a saved student records)."""
+    return {"arch": arch, "num_classes": num_classes, "stem": stem}
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -174,45 +227,60 @@ def _atomic_save(obj, path: Path) -> None:
             os.remove(tmp)
 
 
-def save_model(model: nn.Module, path: str | Path, **meta) -> Path:
-    """Save ``model`` (weights + :func:`model_spec`) atomically; ``meta`` values must be JSON-like."""
+def save_student(student: nn.Module, path: str | Path, *, build_args: dict, input_shape, kept_channels: dict | None = None,
+                 normalization: dict | None = None, meta: dict | None = None) -> Path:
+    """Save a compressed ``student`` atomically in a ``weights_only`` format.
+
+    ``build_args``: :func:`builder`'s dict for the *full-width* model; ``kept_channels``: site ->
+    kept input channels (teacher numbering) of every pruned layer; ``input_shape``: (C, H, W) it
+    expects; ``normalization``: ``{"mean": [...], "std": [...]}`` applied to [0, 1] images (or
+    ``None``: inputs as the dataset gives them); ``meta``: JSON-like extras (the run, accuracy…).
+    """
     path = Path(path).expanduser()
-    _atomic_save({"spec": model_spec(model), "state_dict": model.state_dict(), "meta": meta}, path)
+    payload = {
+        "format": STUDENT_FORMAT, "version": 1, "build": dict(build_args),
+        "kept_channels": {k: [int(i) for i in v] for k, v in (kept_channels or {}).items()},
+        "input_shape": [int(v) for v in input_shape], "normalization": normalization,
+        "state_dict": student.state_dict(), "meta": meta or {},
+    }
+    _atomic_save(payload, path)
     return path
 
 
-def _resize_modules_to(model: nn.Module, state: dict) -> None:
-    """Replace Conv2d / BatchNorm / Linear modules whose shapes differ from ``state`` by modules of
-    the checkpoint's shapes (a physically pruned network has narrower layers than its spec)."""
-    for name, module in list(model.named_modules()):
-        key = f"{name}.weight"
-        if key not in state or state[key].shape == module.weight.shape:
-            continue
-        shape = state[key].shape
-        if isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(shape[1] * module.groups, shape[0], module.kernel_size, module.stride, module.padding,
-                            module.dilation, module.groups, module.bias is not None)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            new = type(module)(shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
-        elif isinstance(module, nn.Linear):
-            new = nn.Linear(shape[1], shape[0], module.bias is not None)
-        else:
-            raise ValueError(f"cannot resize module {name!r} of type {type(module).__name__}")
-        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        setattr(parent, name.rpartition(".")[2], new)
+def read_student_file(path: str | Path) -> dict:
+    """The raw contents of a file written by :func:`save_student` (ValueError for anything else)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"student file {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated zip, a pickle with modules, not a torch file at all
+        raise ValueError(f"{path} is not a readable xdnb student ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+    if not isinstance(saved, dict) or saved.get("format") != STUDENT_FORMAT:
+        raise ValueError(f"{path} was not written by xdnb.models.save_student (xdnb compress --out); "
+                         "for a plain state dict use xdnb.models.load_checkpoint")
+    return saved
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, dict]:
+    """Load a student saved by :func:`save_student`: the full-width model is rebuilt with
+    :func:`build`, narrowed to the kept channels, and given the saved weights. Returns ``(model
+    in eval mode, info)`` with ``info`` = ``build``, ``kept_channels``, ``input_shape``,
+    ``normalization``, ``meta``."""
+    from .pruning import remove_channels
+
+    saved = read_student_file(path)
+    model = build(**saved["build"])
+    shape = tuple(saved["input_shape"])
+    remove_channels(model, saved["kept_channels"], shape)
+    load_checkpoint(model, saved["state_dict"])
+    info = {k: saved[k] for k in ("build", "kept_channels", "normalization", "meta")}
+    return model.eval(), {**info, "input_shape": shape}
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Load a network saved by :func:`save_model`, rebuilding pruned (narrower) layers."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or "spec" not in saved:
-        raise ValueError(f"{path} was not written by xdnb.models.save_model (no 'spec'); use load_checkpoint")
-    model = build_model(saved["spec"])
-    _resize_modules_to(model, saved["state_dict"])
-    return load_checkpoint(model, saved["state_dict"]).eval()
+    """The network of a student file (:func:`load_student` without the description)."""
+    return load_student(path)[0]
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -246,27 +314,29 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return model.eval()
 
 
-TEACHERS = ("digits", "vgg16", "resnet34")
 DIGITS_TEACHER_EPOCHS = 30
 
 
 def teacher(name: str = "digits", seed: int = 0, cache_dir: str | Path | None = None,
-            checkpoint: str | Path | None = None) -> nn.Module:
+            checkpoint: str | Path | None = None, num_classes: int | None = None, stem: str | None = None) -> nn.Module:
     """A trained teacher in eval mode.
 
     - ``"digits"``: :func:`digits_net` trained on the digits train split (seeded), cached as
       ``<cache>/teachers/digits-seed<seed>.pt`` and loaded from there afterwards;
-    - ``"vgg16"``: VGG-16 for CIFAR-10 from ``checkpoint`` (e.g. the network-slimming checkpoint);
-    - ``"resnet34"``: torchvision's ImageNet ResNet-34 (or ``checkpoint`` if given).
+    - ``"resnet34"`` without ``checkpoint``: torchvision's ImageNet ResNet-34;
+    - any other architecture of :func:`build` (``vgg16``, ``torchvision:resnet18``,
+      ``pkg.mod:fn``, with ``num_classes`` and ``stem``): built, then ``checkpoint`` (a state
+      dict, read with ``weights_only=True``) loaded into it.
     """
-    if name not in TEACHERS:
-        raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(TEACHERS)}")
-    if name == "vgg16":
+    if name == "resnet34" and checkpoint is None and stem is None and num_classes in (None, 1000):
+        return resnet34("imagenet").eval()
+    if name != "digits":
+        model = build(name, num_classes, stem)
         if checkpoint is None:
-            raise ValueError("the vgg16 teacher needs checkpoint=PATH (a network-slimming VGG-16 state dict)")
-        return load_checkpoint(vgg(VGG16_CFG), checkpoint).eval()
-    if name == "resnet34":
-        return (load_checkpoint(resnet34(), checkpoint) if checkpoint else resnet34("imagenet")).eval()
+            raise ValueError(f"the {name} teacher needs checkpoint=PATH (CLI: --teacher PATH), a state dict of its trained weights")
+        return load_checkpoint(model, checkpoint).eval()
+    if num_classes not in (None, 10) or stem is not None:
+        raise ValueError("the digits teacher has 10 classes and its own stem; leave num_classes and stem unset")
     if checkpoint is not None:
         return load_checkpoint(digits_net(), checkpoint).eval()
     path = cache_root(cache_dir) / "teachers" / f"digits-seed{seed}.pt"

@@ -177,12 +177,15 @@ _VGG_TEACHER = "a network-slimming VGG-16 state dict trained on CIFAR-10"
 def preset(name: str, *, data_root: str | None = None, teacher: str | None = None, seeds: Sequence[int] | None = None,
            methods: Sequence[str] | None = None, ks: Sequence[int] | None = None, schemes: Sequence[str] | None = None,
            mus: Sequence[float] | None = None, alphas: Sequence[float] | None = None,
-           betas: Sequence[float] | None = None, **overrides) -> Preset:
+           betas: Sequence[float] | None = None, arch: str | None = None, **overrides) -> Preset:
     """Build the preset ``name`` (see the module docstring); keyword arguments narrow it.
 
     ``data_root``/``teacher``: where the data and teacher checkpoint live (CIFAR-10, ImageNet and
     the ablations on CIFAR); a missing one raises FileNotFoundError saying what to pass.
-    ``overrides``: other RunConfig fields for every run (``device``, ``solver``, ``test_limit``, ...).
+    ``arch``: another teacher architecture for the CIFAR presets and the ablations on CIFAR
+    (e.g. ``"torchvision:resnet18"`` with ``stem="cifar"``); its default scheme is ``keep:0.5``
+    (the VGG-16 schemes need VGG-16). ``overrides``: other RunConfig fields for every run
+    (``device``, ``solver``, ``test_limit``, ``num_classes``, ``stem``, ...).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
@@ -203,6 +206,10 @@ def preset(name: str, *, data_root: str | None = None, teacher: str | None = Non
 
     if name == "digits" and data_root is not None:
         raise ValueError("the digits preset uses the embedded scikit-learn digits; leave data_root unset")
+    other_arch = arch is not None and arch != "vgg16"
+    if arch is not None and (name in ("digits", "imagenet-resnet34-structured") or (ablation and data_root is None)):
+        raise ValueError(f"arch applies to the CIFAR-10 presets and the ablations on CIFAR-10, not {name!r}"
+                         + (" without data_root" if ablation else ""))
     if name == "digits" or (ablation and data_root is None):
         base = RunConfig(data="digits", arch="digits", teacher=_checkpoint(teacher, "a digits-net state dict", required=False))
         default_scheme = "keep:0.5"
@@ -211,17 +218,18 @@ def preset(name: str, *, data_root: str | None = None, teacher: str | None = Non
                          teacher=_checkpoint(teacher, "a torchvision ResNet-34 state dict", required=False))
         default_scheme = None
     else:
-        base = RunConfig(data=cifar10_spec(data_root), arch="vgg16", teacher=_checkpoint(teacher, _VGG_TEACHER))
-        default_scheme = "VGG-C"
+        base = RunConfig(data=cifar10_spec(data_root), arch=arch or "vgg16",
+                         teacher=_checkpoint(teacher, f"a {arch} state dict trained on CIFAR-10" if other_arch else _VGG_TEACHER))
+        default_scheme = "keep:0.5" if other_arch else "VGG-C"
     base = dataclasses.replace(base, **overrides)
     if name == "digits":
         scheme_list = pick(schemes, ["keep:0.5"])
         configs = grid(pick(methods, available_methods()), pick(ks, [1, 2, 5, 10]), scheme_list, pick(seeds, [0, 1, 2]), base)
         views = [View(f"digits, {s}: top-1 accuracy (%) by K", "method", "k", {"scheme": s}, "k") for s in scheme_list]
     elif name == "cifar10-vgg16-structured":
-        scheme_list = pick(schemes, VGG_SCHEMES)
+        scheme_list = pick(schemes, ["keep:0.5"] if other_arch else VGG_SCHEMES)
         configs = grid(pick(methods, available_methods()), pick(ks, [1, 2, 3, 5, 10]), scheme_list, pick(seeds, range(5)), base)
-        views = [View(f"CIFAR-10 VGG-16, {s}: top-1 accuracy (%) by K", "method", "k", {"scheme": s}, "k") for s in scheme_list]
+        views = [View(f"CIFAR-10 {arch if other_arch else 'VGG-16'}, {s}: top-1 accuracy (%) by K", "method", "k", {"scheme": s}, "k") for s in scheme_list]
     elif name == "cifar10-vgg16-unstructured":
         method_list, seed_list = pick(methods, available_methods(structured=False)), pick(seeds, range(5))
         scheme_list = pick(schemes, SPARSITIES)

@@ -189,7 +189,9 @@ def unstructured(sparsity: float) -> WeightPruning:
 def parse(graph: ModelGraph, spec):
     """A plan for the traced model ``graph`` from a spec (see module docstring): a string, a
     mapping, a plan (returned as is) or ``None``/``"none"`` (no pruning)."""
-    if spec is None or spec == "none" or isinstance(spec, (ChannelPruning, WeightPruning)):
+    if spec is None or spec == "none":
+        return None
+    if isinstance(spec, (ChannelPruning, WeightPruning)):
         return spec
     if isinstance(spec, dict):
         return structured(graph, spec)

@@ -117,18 +117,12 @@ class Bench:
 
     @functools.cached_property
     def layer_names(self) -> dict[str, str]:
-        """Readable names of the conv sites for axis labels: ``{"feature.3": "conv2", ...}`` for a
-        VGG (convs numbered from the image conv, conv1, which is not a site); else the paths."""
-        from torch.nn import Conv2d
+        """Readable names of the fitted layers for axis labels: ``{"feature.3": "conv2", ...}`` for a
+        VGG (convs numbered from the image conv, conv1, which is not fitted); else the module
+        paths (:meth:`xdnb.graph.ModelGraph.readable_names`)."""
+        from .graph import trace
 
-        from .sites import find_sites
-
-        sites = [s.name for s in find_sites(self.teacher)]
-        feature = getattr(self.teacher, "feature", None)
-        if feature is None:
-            return {name: name for name in sites}
-        convs = [f"feature.{i}" for i, m in enumerate(feature) if isinstance(m, Conv2d)]
-        return {name: f"conv{convs.index(name) + 1}" if name in convs else name for name in sites}
+        return trace(self.teacher, self.input_shape).readable_names()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
