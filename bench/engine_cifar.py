@@ -31,7 +31,7 @@ import torch
 
 from xdnb import data, experiment, models, objectives
 from xdnb.quadratic import LayerProblem
-from xdnb.sites import SiteInputs, find_sites
+from xdnb.sites import capture_input
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TEACHER = HERE.parent.parent / "shared" / "data" / "vgg16_cifar10_teacher.pt"
@@ -104,9 +104,7 @@ def step_costs(spec: str, teacher_path: str, site_name: str = "feature.27") -> l
     rows = []
     for k in (1, 5):
         images, _ = data.stack(train, data.few_shot(train, k, 0))
-        sites = find_sites(teacher)
-        index = [s.name for s in sites].index(site_name)
-        hT = SiteInputs(teacher, sites, images).input(index)
+        hT = capture_input(teacher, site_name, images)
         torch.manual_seed(0)
         hS = hT + 0.1 * torch.randn_like(hT)  # a stand-in for the student's input
         conv = teacher.get_submodule(site_name)
@@ -136,13 +134,11 @@ def solver_layer_times(spec: str, teacher_path: str, site_name: str = "feature.2
 
     teacher = models.teacher("vgg16", checkpoint=teacher_path)
     train = data.load(spec, "train")
-    sites = find_sites(teacher)
-    index = [s.name for s in sites].index(site_name)
     conv = teacher.get_submodule(site_name)
     rows = []
     for k in ks:
         images, _ = data.stack(train, data.few_shot(train, k, 0))
-        hT = SiteInputs(teacher, sites, images).input(index)
+        hT = capture_input(teacher, site_name, images)
         torch.manual_seed(0)
         hS = hT + 0.1 * torch.randn_like(hT)
         chosen = {"channels": ("channels 50 %", solvers.ChannelTarget(conv.in_channels // 2)),

@@ -207,7 +207,7 @@ def _coupling(graph: ModelGraph, name: str) -> tuple[bool, str, tuple[str, ...],
         return False, "depthwise conv: its channels follow the layer that reads its outputs", (), ()
     if isinstance(module, nn.Conv2d) and module.groups > 1:
         return False, f"grouped conv (groups={module.groups}): its input channels are not removed", (), ()
-    group = group_of(graph, name, [0])
+    group = group_of(graph, name, range(input_width(module)))  # all channels: a concat maps them to several producers
     producers, consumers, coupled, grouped = [], [], [], []
     for dep, _ in group:
         target = dep.target.module

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -241,7 +242,7 @@ def save_student(student: nn.Module, path: str | Path, *, build_args: dict, inpu
         "format": STUDENT_FORMAT, "version": 1, "build": dict(build_args),
         "kept_channels": {k: [int(i) for i in v] for k, v in (kept_channels or {}).items()},
         "input_shape": [int(v) for v in input_shape], "normalization": normalization,
-        "state_dict": student.state_dict(), "meta": meta or {},
+        "state_dict": student.state_dict(), "meta": json.loads(json.dumps(meta or {}, default=str)),  # plain JSON types only
     }
     _atomic_save(payload, path)
     return path

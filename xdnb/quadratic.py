@@ -380,7 +380,7 @@ class LayerProblem:
 
         diag = self.diagonal()
         b = (self.rhs_t(torch.float64) + rho * a) * m
-        precond = m / (diag + rho)
+        precond = m / (diag + rho).clamp_min(1e-300)  # a group with all-zero inputs has no curvature
         w = (a if start is None else start.double()) * m
         r = b - hess(w)
         z = r * precond
