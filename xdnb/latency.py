@@ -61,7 +61,7 @@ def _make_runner(source, runtime: str, threads: int, input_shape) -> Callable[[t
             raise ValueError(f"runtime 'torch' times an nn.Module or a .pt2 file, got {path}")
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
-        source = torch.export.load(str(path)).module()
+        return torch.export.load(str(path)).module()  # an exported program's module is in eval mode already
     if not isinstance(source, nn.Module):
         raise ValueError(f"measure needs an nn.Module or an exported file, got {type(source).__name__}")
     source.eval()
