@@ -95,3 +95,16 @@ def test_bad_arguments(nets, kwargs, message):
 def test_torch_runtime_rejects_an_onnx_file(tmp_path):
     with pytest.raises(ValueError, match="runtime 'torch' times an nn.Module or a .pt2 file"):
         latency.measure(tmp_path / "s.onnx", SHAPE)
+
+
+def test_side_by_side_times_several_networks_against_a_reference(nets):
+    teacher, student = nets
+    rows = latency.side_by_side({"teacher": teacher, "a": student, "b": student}, SHAPE, reference="teacher",
+                                batch_sizes=(1,), threads=(1,), warmup=0, repeats=3)
+    (row,) = rows
+    assert set(row["models"]) == set(row["speedup"]) == set(row["speedup_iqr"]) == {"teacher", "a", "b"}
+    assert row["speedup"]["teacher"] == 1.0 and row["speedup_iqr"]["teacher"] == [1.0, 1.0]
+    for label in ("a", "b"):
+        check_stats(row["models"][label], 1, 3)
+    with pytest.raises(ValueError, match="reference 'x' is not one of the labels"):
+        latency.side_by_side({"a": student}, SHAPE, reference="x")

@@ -7,7 +7,8 @@
   batch, and the median per image.
 - :func:`compare` times a teacher and a student in the same run, interleaved (teacher, student,
   student, teacher, ...), so that the speed-up ``teacher median / student median`` compares
-  numbers measured side by side on a machine whose load drifts.
+  numbers measured side by side on a machine whose load drifts; :func:`side_by_side` does the
+  same for any number of networks (a teacher and all its students in one run).
 
 Inputs are seeded standard-normal batches (the values do not change the work of a dense CNN).
 PyTorch runs under ``torch.inference_mode`` with ``torch.set_num_threads(t)`` (restored
@@ -131,10 +132,46 @@ def measure(model_or_path, input_shape: Sequence[int], *, batch_sizes: Sequence[
             for row in rows]
 
 
+def _ratio_quartiles(reference: list[float], other: list[float]) -> tuple[float, float]:
+    ratios = sorted(a / b for a, b in zip(reference, other))
+    if len(ratios) == 1:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q3
+
+
+def side_by_side(models: dict, input_shape: Sequence[int], *, reference: str | None = None,
+                 batch_sizes: Sequence[int] = (1, 64), threads: Sequence[int] = (1, 2), runtime: str = "torch",
+                 warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS, seed: int = 0) -> list[dict]:
+    """Time several networks ``{label: model or file}`` interleaved in one run (ABC, CBA, ...).
+
+    Returns one dict per (batch size, threads): ``runtime``, ``batch_size``, ``threads``,
+    ``warmup``, ``repeats``, ``models`` (``{label: statistics of measure}``) and, with a
+    ``reference`` label (e.g. the teacher), ``speedup`` (``{label: reference median / median}``)
+    and ``speedup_iqr`` (``{label: [q1, q3]}`` of the per-repeat ratios of neighbouring passes).
+    """
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the labels {list(models)}")
+    rows = _time_interleaved(dict(models), input_shape, batch_sizes, threads, runtime, warmup, repeats, seed)
+    out = []
+    for row in rows:
+        times = row["times"]
+        entry = {"runtime": row["runtime"], "batch_size": row["batch_size"], "threads": row["threads"],
+                 "warmup": row["warmup"], "repeats": repeats,
+                 "models": {label: _stats(t, row["batch_size"]) for label, t in times.items()}}
+        if reference is not None:
+            base = entry["models"][reference]["median_ms"]
+            entry["speedup"] = {label: base / stats["median_ms"] for label, stats in entry["models"].items()}
+            entry["speedup_iqr"] = {label: list(_ratio_quartiles(times[reference], t)) for label, t in times.items()}
+        out.append(entry)
+    return out
+
+
 def compare(teacher, student, input_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, 64),
             threads: Sequence[int] = (1, 2), runtime: str = "torch", warmup: int = DEFAULT_WARMUP,
             repeats: int = DEFAULT_REPEATS, seed: int = 0) -> list[dict]:
-    """Time ``teacher`` and ``student`` side by side (interleaved passes, same inputs, same run).
+    """Time ``teacher`` and ``student`` side by side (:func:`side_by_side`: interleaved passes,
+    same inputs, same run).
 
     Arguments as :func:`measure` (both sources must suit ``runtime``). Returns one dict per
     (batch size, threads): ``runtime``, ``batch_size``, ``threads``, ``warmup``, ``repeats``,
@@ -142,19 +179,13 @@ def compare(teacher, student, input_shape: Sequence[int], *, batch_sizes: Sequen
     student median, and ``speedup_q1`` / ``speedup_q3``: quartiles of the per-repeat ratios of
     passes timed next to each other.
     """
-    rows = _time_interleaved({"teacher": teacher, "student": student}, input_shape, batch_sizes, threads, runtime,
-                             warmup, repeats, seed)
-    out = []
-    for row in rows:
-        t, s = row["times"]["teacher"], row["times"]["student"]
-        teacher_stats, student_stats = _stats(t, row["batch_size"]), _stats(s, row["batch_size"])
-        ratios = sorted(a / b for a, b in zip(t, s))
-        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
-        out.append({"runtime": row["runtime"], "batch_size": row["batch_size"], "threads": row["threads"],
-                    "warmup": row["warmup"], "repeats": len(t), "teacher": teacher_stats, "student": student_stats,
-                    "speedup": teacher_stats["median_ms"] / student_stats["median_ms"],
-                    "speedup_q1": q1, "speedup_q3": q3})
-    return out
+    rows = side_by_side({"teacher": teacher, "student": student}, input_shape, reference="teacher",
+                        batch_sizes=batch_sizes, threads=threads, runtime=runtime, warmup=warmup, repeats=repeats,
+                        seed=seed)
+    return [{**{k: row[k] for k in ("runtime", "batch_size", "threads", "warmup", "repeats")},
+             "teacher": row["models"]["teacher"], "student": row["models"]["student"],
+             "speedup": row["speedup"]["student"], "speedup_q1": row["speedup_iqr"]["student"][0],
+             "speedup_q3": row["speedup_iqr"]["student"][1]} for row in rows]
 
 
 def table(rows: list[dict]) -> str:
