@@ -55,6 +55,7 @@ def main(argv=None) -> int:
 
     xdnb.setup(seed=0, threads=2)
     started = time.perf_counter()
+    load_before = os.getloadavg()  # the machine is shared: say how busy it was
     teacher = models.load_checkpoint(models.vgg(models.VGG16_CFG), args.teacher).eval()
     images = torch.randn(10, *SHAPE, generator=torch.Generator().manual_seed(0))
     nets = {"teacher": teacher}
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
                 runtime=runtime, warmup=args.warmup, repeats=args.repeats)
             print(f"timed {runtime} in {time.perf_counter() - t0:.0f} s", flush=True)
     results["seconds"] = time.perf_counter() - started
+    results["load_average"] = {"start": load_before, "end": os.getloadavg()}
     results["versions"], results["machine"] = card.library_versions(), card.machine()
     results["goal"] = goal_check(results)
     out = Path(args.out)
@@ -142,7 +144,9 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     lines.append(f"- {results['repeats']} timed passes per network and setting after {results['warmup']} warm-up, medians; "
                  f"{m['cpu_model']}, {m['cores']} cores; torch {results['versions'].get('torch')}, "
-                 f"onnxruntime {results['versions'].get('onnxruntime')}; {results['seconds']:.0f} s in all")
+                 f"onnxruntime {results['versions'].get('onnxruntime')}; {results['seconds']:.0f} s in all"
+                 + (f"; 1-min load average {results['load_average']['start'][0]:.1f} at the start, "
+                    f"{results['load_average']['end'][0]:.1f} at the end" if "load_average" in results else ""))
     return "\n".join(lines) + "\n"
 
 
