@@ -108,3 +108,9 @@ def test_side_by_side_times_several_networks_against_a_reference(nets):
         check_stats(row["models"][label], 1, 3)
     with pytest.raises(ValueError, match="reference 'x' is not one of the labels"):
         latency.side_by_side({"a": student}, SHAPE, reference="x")
+
+
+def test_a_missing_onnx_file_is_named(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(FileNotFoundError, match="missing.onnx does not exist"):
+        latency.measure(tmp_path / "missing.onnx", SHAPE, runtime="onnxruntime")

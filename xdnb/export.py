@@ -238,7 +238,7 @@ def verify(path: str | Path, model: nn.Module, input_shape: Sequence[int], *, fo
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, target: Path, opset: int | None) -> str:
-    require("onnx"), require("onnxscript"), require("onnxruntime")
+    require("onnx"), require("onnxscript")  # onnxruntime: only to check the file (verify)
     batch = torch.export.Dim("batch")
     torch.onnx.export(model, (example,), str(target), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                       dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,

@@ -53,7 +53,9 @@ def _make_runner(source, runtime: str, threads: int, input_shape) -> Callable[[t
     if runtime == "onnxruntime":
         from .export import onnx_session
 
-        session = onnx_session(source, threads)
+        if not Path(source).expanduser().is_file():
+            raise FileNotFoundError(f"ONNX file {source} does not exist")
+        session = onnx_session(Path(source).expanduser(), threads)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x.numpy()})
     if isinstance(source, (str, Path)):
