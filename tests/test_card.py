@@ -81,8 +81,10 @@ def test_cli_compress_writes_the_card_next_to_the_student_and_saves_it_inside(ra
     rows = info["latency"]
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("torch", 1), ("torch", 64)]
     assert all(r["threads"] == torch.get_num_threads() and "teacher" in r and "student" in r for r in rows)
-    meta = torch.load(out, weights_only=True)["meta"]
-    assert meta["input_shape"] == [1, 8, 8] and meta["card"]["few_shot_indices"] == info["few_shot_indices"]
+    from xdnb.export import load_student
+
+    saved = load_student(out)
+    assert saved.input_shape == (1, 8, 8) and saved.meta["card"]["few_shot_indices"] == info["few_shot_indices"]
 
 
 def test_card_for_an_export_of_a_file_without_a_saved_card():
