@@ -1,5 +1,5 @@
-"""Command line: ``xdnb teacher``, ``xdnb compress``, ``xdnb reproduce`` (thin wrappers over
-:mod:`xdnb.experiment` and :mod:`xdnb.presets`).
+"""Command line: ``xdnb teacher``, ``xdnb compress``, ``xdnb export``, ``xdnb reproduce`` (thin
+wrappers over :mod:`xdnb.experiment`, :mod:`xdnb.export` and :mod:`xdnb.presets`).
 
 Bad arguments end with one line ``xdnb: error: ...`` and exit status 2, not a traceback.
 """
@@ -72,15 +72,60 @@ def cmd_compress(args) -> int:
         print(f"full width    {len(unprunable)} layers whose inputs cannot be pruned, e.g. "
               f"{next(iter(unprunable))}: {next(iter(unprunable.values()))}")
     if args.out:
-        from . import data
+        from . import card, data, latency
 
+        shape, normalization = tuple(result.input_shape), data.normalization(config.data)
+        print("timing teacher and student side by side (PyTorch eager, batch 1 and 64, 1 thread)...", flush=True)
+        timed = latency.compare(experiment.load_teacher(config), result.student, shape, batch_sizes=(1, 64),
+                                threads=(1,), warmup=2, repeats=10)
+        for row in timed:
+            print(f"latency       batch {row['batch_size']:>2}: teacher {row['teacher']['median_ms']:.2f} ms, "
+                  f"student {row['student']['median_ms']:.2f} ms, speed-up {row['speedup']:.2f}x")
+        info = card.card_from_result(result, timed, input_shape=shape, normalization=normalization,
+                                     student_file=str(Path(args.out).expanduser()))
         path = models.save_student(
             result.student, args.out, build_args=models.builder(config.arch, config.num_classes, config.stem),
-            input_shape=result.input_shape, kept_channels=result.kept_channels, normalization=data.normalization(config.data),
+            input_shape=shape, kept_channels=result.kept_channels, normalization=normalization,
             meta={"run": result.config, "teacher_accuracy": result.teacher_accuracy,
                   "student_accuracy": result.student_accuracy, "few_shot_indices": result.few_shot_indices,
-                  "method_config": result.method_config, "versions": result.versions})
+                  "method_config": result.method_config, "versions": result.versions, "card": info})
         print(f"saved student to {path}")
+        json_path, _ = card.write_card(card.card_stem(path), info)
+        print(f"model card    {json_path} (and .md)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from . import card, export, latency
+
+    fmt = export.check_format(args.format)
+    student = export.load_student(args.student)
+    shape = student.input_shape
+    if args.input_shape and shape and tuple(args.input_shape) != tuple(shape):
+        raise ValueError(f"{args.student} records input shape {tuple(shape)}; --input-shape {tuple(args.input_shape)} differs")
+    shape = shape or (tuple(args.input_shape) if args.input_shape else None)
+    if shape is None:
+        raise ValueError(f"{args.student} does not record its input shape; pass --input-shape C H W (e.g. 3 32 32)")
+    source = Path(args.student).expanduser()
+    out = Path(args.out).expanduser() if args.out else source.with_suffix(f".{fmt}")
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--out {out} would overwrite the student itself; choose another file name")
+    report = export.export(student.model, out, fmt, shape, opset=args.opset)
+    print(f"exported      {out} ({fmt}{f', opset {report.opset}' if report.opset else ''}, {report.bytes / 1e6:.2f} MB, "
+          f"input (batch, {', '.join(map(str, shape))}))")
+    print(f"verified      batches {report.batch_sizes}: max |exported - PyTorch| = {report.max_abs_diff:.2e} "
+          f"<= {report.tolerance:.2e}")
+    threads = torch.get_num_threads()
+    runtime = "onnxruntime" if fmt == "onnx" else "torch"
+    timed = latency.measure(out, shape, batch_sizes=(1, 64), threads=(threads,), runtime=runtime, warmup=2, repeats=10)
+    for row in timed:
+        print(f"latency       {runtime}, batch {row['batch_size']:>2}, {threads} threads: {row['median_ms']:.3f} ms "
+              f"({row['median_ms_per_image']:.4f} ms per image)")
+    info = card.card_for_export(student.meta, report, timed, input_shape=shape, student_file=str(out))
+    json_path, _ = card.write_card(card.card_stem(out), info)
+    print(f"model card    {json_path} (and .md)")
     return 0
 
 
@@ -185,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(c)
     c.add_argument("--out", help="write the compressed student here (xdnb.models.load_student reads it)")
     c.set_defaults(func=cmd_compress)
+
+    e = sub.add_parser("export", help="export a saved student to ONNX or torch.export (.pt2), verified and timed")
+    e.add_argument("student", help="a student written by xdnb compress --out")
+    e.add_argument("--format", default="onnx", help="onnx (default) | pt2")
+    e.add_argument("--out", help="output file (default: the student's path with .onnx / .pt2)")
+    e.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="one input's shape, when the student file does not record it")
+    e.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    e.set_defaults(func=cmd_export)
 
     from .presets import PRESETS
 

@@ -18,8 +18,6 @@ Per-layer quantities are mean squared errors of pre-activation conv outputs;
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -201,20 +199,6 @@ def soft_grid(bench: Bench, alphas: Sequence[float], betas: Sequence[float], **s
         accuracy.append(row_acc)
         error.append(row_err)
     return {"alphas": list(alphas), "betas": list(betas), "accuracy": accuracy, "error": error}
-
-
-@torch.no_grad()
-def latency(model: nn.Module, images: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time (seconds) of one forward pass of ``model`` on ``images`` (eval mode)."""
-    model.eval()
-    for _ in range(warmup):
-        model(images)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model(images)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def accuracy_grid(bench: Bench, methods, ks: Sequence[int] = (DEFAULT_K,), seeds: Sequence[int] = (0, 1, 2),

@@ -28,10 +28,15 @@ import time
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from . import latency as timing
 from . import metrics, plots
 from .sites import BN_MODES
 from .solvers import DEFAULT_RIDGE
-from .tutorial import DEFAULT_K, Bench, Trial, latency
+from .tutorial import DEFAULT_K, Bench, Trial
+
+#: The pruning panel's latency: one batch of this many inputs, timed this many times (teacher and
+#: student interleaved, :func:`xdnb.latency.compare`).
+LATENCY_BATCH, LATENCY_REPEATS = 100, 5
 
 #: K values offered by the sliders (the paper's).
 K_CHOICES = (1, 2, 3, 5, 10)
@@ -363,6 +368,16 @@ class PruningPanel(Panel):
         fig.update_yaxes(rangemode="tozero")
         return plots.styled(fig, "Pruning (live)", showlegend=False)
 
+    def _speedup(self, student) -> float:
+        """Teacher latency / student latency, timed side by side by :func:`xdnb.latency.compare` in
+        PyTorch on the current thread count, on a batch of up to LATENCY_BATCH held-out-sized inputs."""
+        import torch
+
+        batch = min(LATENCY_BATCH, len(self.bench.held_images))
+        row, = timing.compare(self.bench.teacher, student, self.bench.input_shape, batch_sizes=(batch,),
+                              threads=(torch.get_num_threads(),), repeats=LATENCY_REPEATS)
+        return row["speedup"]
+
     def pruning_spec(self) -> str:
         p = self.params
         if p["kind"] not in ("structured", "unstructured"):
@@ -391,8 +406,7 @@ class PruningPanel(Panel):
         self.trial = trial
         teacher_size = self.bench.size(self.bench.teacher)
         size = self.bench.size(trial.compressed.student)
-        images = self.bench.held_images[:100]
-        speed = latency(trial.compressed.student, images, repeats=5) / latency(self.bench.teacher, images, repeats=5)
+        speed = 1 / self._speedup(trial.compressed.student)
         params = size["params"] if structured else size["nonzero"]
         flops = size["flops_dense"] if structured else size["flops_effective"]
         return (f"{trial.label}, {self.pruning_spec()}, K={p['k']}, BN {p['bn']}: {self._accuracy_text(trial)}; "
