@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 OUT    ?= outputs
 WORKERS ?= 1
 
-.PHONY: test reproduce lab clean-venv
+.PHONY: test test-browser reproduce lab clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "xdnb needs Python >= 3.10, found " + sys.version.split()[0]'
@@ -17,6 +17,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
+$(VENV)/.installed-browser: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[browser]'
+	@touch $@
+
 $(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks]'
 	@touch $@
@@ -24,6 +28,12 @@ $(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
 test: $(VENV)/.installed-test
 	XDNB_QUIET=1 $(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider notebooks
+
+# The tutorials in JupyterLab in headless Chromium (tests_browser/; needs /usr/bin/chromium, e.g.
+# `apt-get install -y chromium`, or CHROMIUM=path); screenshots go to artifacts/browser/.
+CHROMIUM ?= /usr/bin/chromium
+test-browser: $(VENV)/.installed-browser
+	XDNB_QUIET=1 XDNB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -p no:cacheprovider tests_browser
 
 # Regenerate the stored notebook outputs (one thread, no widget state); NOTEBOOKS=path... for some.
 .PHONY: notebooks
