@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -108,6 +109,37 @@ def _unwrap_state_dict(obj) -> dict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def _read(path: Path, what: str):
+    """``torch.load(path, weights_only=True)`` on the CPU. A file torch cannot read (truncated,
+    corrupt, empty, not a torch file, or holding pickled objects other than tensors and plain
+    containers) raises :class:`ValueError` naming the file and the problem in one line, instead
+    of torch's zip-reader or unpickling error."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError,
+            ImportError, IndexError, KeyError, TypeError, ValueError) as error:
+        size = path.stat().st_size
+        text = str(error)
+        if isinstance(error, pickle.UnpicklingError):  # keep torch's reason, not its paragraph of advice
+            found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+            detail = " ".join(found.group(1).split()) if found else ""
+        else:
+            detail = " ".join(text.split()).split(". ")[0]
+        detail = detail.rstrip(".")[:160]
+        if size == 0 or isinstance(error, EOFError):
+            problem = "it is empty or cut short"
+        elif isinstance(error, pickle.UnpicklingError):
+            problem = ("it is not a torch file, or it holds pickled objects other than tensors "
+                       "(xdnb loads with weights_only=True)")
+        else:
+            problem = "it is truncated or corrupt"
+        raise ValueError(f"cannot read {what} {path} ({size:,} bytes): {problem}"
+                         + (f" [torch: {type(error).__name__}: {detail}]" if detail else "")) from error
+
+
 def load_checkpoint(model: nn.Module, path_or_state) -> nn.Module:
     """Load a checkpoint into ``model`` (in place) and return it.
 
@@ -119,8 +151,8 @@ def load_checkpoint(model: nn.Module, path_or_state) -> nn.Module:
     if isinstance(path_or_state, (str, Path)):
         path = Path(path_or_state).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            raise FileNotFoundError(f"checkpoint {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+        state = _read(path, "checkpoint")
     else:
         state = path_or_state
     state = _unwrap_state_dict(state)
@@ -206,8 +238,8 @@ def load_model(path: str | Path) -> nn.Module:
     """Load a network saved by :func:`save_model`, rebuilding pruned (narrower) layers."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"model file {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+    saved = _read(path, "model file")
     if not isinstance(saved, dict) or "spec" not in saved:
         raise ValueError(f"{path} was not written by xdnb.models.save_model (no 'spec'); use load_checkpoint")
     model = build_model(saved["spec"])
@@ -261,6 +293,8 @@ def teacher(name: str = "digits", seed: int = 0, cache_dir: str | Path | None = 
     """
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(TEACHERS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if name == "vgg16":
         if checkpoint is None:
             raise ValueError("the vgg16 teacher needs checkpoint=PATH (a network-slimming VGG-16 state dict)")
