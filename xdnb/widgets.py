@@ -285,16 +285,17 @@ class SoftPanel(Panel):
     def _build_figure(self):
         from plotly.subplots import make_subplots
 
+        value_title = "accuracy (%)" if self.value == "accuracy" else "sum of L^r"
         fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
-                            subplot_titles=["(alpha, beta) plane", "held-out L^r per layer"])
+                            subplot_titles=[f"(alpha, beta) plane: {value_title}", "held-out L^r per layer"])
         if self.grid is not None:
             heat = plots.alpha_beta_figure(self.grid["alphas"], self.grid["betas"], self.grid[self.value],
-                                           value_title="accuracy (%)" if self.value == "accuracy" else "sum of L^r",
-                                           reverse_scale=self.value == "error",
+                                           value_title=value_title, reverse_scale=self.value == "error",
                                            text_format=".1f" if self.value == "accuracy" else ".2f")
             for trace in heat.data:
                 fig.add_trace(trace, row=1, col=1)
-            fig.data[0].colorbar.update(x=0.42, len=0.9)
+            # every cell shows its value, so no colour bar (between the two plots it covered the right one's axis)
+            fig.data[0].showscale = False
         else:
             fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="current", showlegend=False), row=1, col=1)
         self._ring = len(fig.data) - 1
@@ -305,7 +306,7 @@ class SoftPanel(Panel):
         fig.update_yaxes(title_text="alpha", range=[-0.1, 1.1], row=1, col=1)
         fig.update_xaxes(type="category", row=1, col=2)
         fig.update_yaxes(title_text="relative to mean((W_T*h_T)²)", rangemode="tozero", row=1, col=2)
-        return plots.styled(fig, "Soft cross connection (live)", legend=dict(orientation="h", y=1.15, x=0.55))
+        return plots.styled(fig, "Soft cross connection (live)", margin=dict(t=90))  # legend at the right
 
     def _settings(self) -> dict:
         p = self.params
@@ -361,7 +362,7 @@ class PruningPanel(Panel):
         fig.update_layout(barmode="overlay")
         fig.update_xaxes(type="category")
         fig.update_yaxes(rangemode="tozero")
-        return plots.styled(fig, "Pruning (live)", showlegend=False)
+        return plots.styled(fig, "Pruning (live)", showlegend=False, margin=dict(t=90))
 
     def pruning_spec(self) -> str:
         p = self.params
