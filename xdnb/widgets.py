@@ -33,6 +33,11 @@ from .sites import BN_MODES
 from .solvers import DEFAULT_RIDGE
 from .tutorial import DEFAULT_K, Bench, Trial, latency
 
+#: Width (pixels) of a panel's figure: plotly's FigureWidget draws 700 px wide whatever the cell's
+#: width, too narrow for two or three plots side by side (the heat map's cells could not hold their
+#: values); 980 px fits a JupyterLab notebook column on a common laptop screen.
+PANEL_WIDTH = 980
+
 #: K values offered by the sliders (the paper's).
 K_CHOICES = (1, 2, 3, 5, 10)
 
@@ -75,6 +80,8 @@ class Panel:
         self.names = self.bench.layer_names
         self.controls = self._controls()
         self.figure = go.FigureWidget(self._build_figure())
+        if self.figure.layout.width is None:  # the widget does not fill the cell by itself: it draws 700 px wide
+            self.figure.layout.width = PANEL_WIDTH
         self.status = W.HTML(value="")
         self.view = W.VBox([W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
                             self.status, self.figure])
@@ -231,8 +238,12 @@ class CrossPanel(Panel):
                 "bn": _bn_dropdown(p["bn"])}
 
     def _build_figure(self):
-        return plots.inconsistency_figure({"regression": [], "cross": []}, keys=self.keys, names=self.names,
-                                          title="Held-out L^r, eps_S, eps_T per layer (live)")
+        fig = plots.inconsistency_figure({"regression": [], "cross": []}, keys=self.keys, names=self.names,
+                                         title="Held-out L^r, eps_S, eps_T per layer (live)")
+        # the widget draws 700 px wide: a legend at the right would squeeze the three plots until their
+        # tick labels tilt into each other, so it goes in one row between the title and the plots' titles
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.1, x=0), margin=dict(t=110), height=450)
+        return fig
 
     def reference(self) -> Trial:
         """The plain-regression trial for the current K, ridge, BN and pruning (cached)."""
@@ -286,7 +297,7 @@ class SoftPanel(Panel):
         from plotly.subplots import make_subplots
 
         value_title = "accuracy (%)" if self.value == "accuracy" else "sum of L^r"
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.17,
                             subplot_titles=[f"(alpha, beta) plane: {value_title}", "held-out L^r per layer"])
         if self.grid is not None:
             heat = plots.alpha_beta_figure(self.grid["alphas"], self.grid["betas"], self.grid[self.value],
