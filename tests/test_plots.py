@@ -86,11 +86,11 @@ def test_alpha_beta_figure_places_values_corners_and_the_current_point():
     alphas, betas = [0.0, 1.0], [0.0, 0.5, 1.0]
     values = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     fig = plots.alpha_beta_figure(alphas, betas, values, marker=(1.0, 0.5))
-    heat, corners, ring = fig.data
+    heat, ring = fig.data
     assert heat.type == "heatmap" and [list(r) for r in heat.z] == values
     assert list(heat.x) == betas and list(heat.y) == alphas
-    placed = dict(zip(corners.text, zip(corners.y, corners.x)))  # name -> (alpha, beta)
-    assert placed == {"regression": (1.0, 1.0), "correction": (1.0, 0.0), "imitation": (0.0, 1.0)}
+    # each cell shows its value; the corners' cells also their names, on a second line of the same text
+    assert [list(r) for r in heat.text] == [["1.0", "2.0", "3.0<br>imitation"], ["4.0<br>correction", "5.0", "6.0<br>regression"]]
     assert (ring.y[0], ring.x[0]) == (1.0, 0.5)
     with pytest.raises(ValueError, match="rows"):
         plots.alpha_beta_figure(alphas, betas, [[1.0, 2.0]])

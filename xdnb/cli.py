@@ -144,6 +144,10 @@ def cmd_reproduce(args) -> int:
     chosen = dict(data_root=args.data_root, teacher=args.teacher, seeds=args.seeds, methods=args.methods, ks=args.k,
                   schemes=args.schemes, arch=args.arch)
     planned = presets.preset(args.preset, **chosen, **options)  # bad arguments fail here, before any work
+    if args.device is not None:
+        from .experiment import resolve_device
+
+        resolve_device(args.device)  # e.g. --device cuda without CUDA: one line now, not in every run
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     print(f"{args.preset}: {len(planned.configs)} runs -> {out}/results.jsonl (finished runs there are reused)", flush=True)
@@ -265,14 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (the CLI never prints more than one line per error)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return text or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"xdnb: error: {error}", file=sys.stderr)
+        print(f"xdnb: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # unreadable or unwritable paths (permissions, a folder where a file goes, disk full)
+        print(f"xdnb: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("xdnb: interrupted", file=sys.stderr)
         return 130

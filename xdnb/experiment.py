@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -134,7 +135,7 @@ class RunConfig:
             json.dumps(self.options, allow_nan=False)
         except (TypeError, ValueError):
             raise ValueError(f"options must hold only JSON values (str, number, bool, None, list, dict), got {self.options!r}") from None
-        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.quantize is not None:
             if self.method not in objectives.OBJECTIVES:
@@ -272,9 +273,23 @@ def methods() -> tuple[str, ...]:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> a GPU when one is present, else the CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``
+    only where CUDA works here: otherwise a ValueError saying so (not torch's error from the
+    first CUDA call, deep inside a run)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"{built}, no usable GPU); use device 'cpu' or 'auto'")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), numbered 0..{count - 1}")
+    return resolved
 
 
 def versions() -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -115,6 +116,37 @@ def _unwrap_state_dict(obj) -> dict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def _read(path: Path, what: str):
+    """``torch.load(path, weights_only=True)`` on the CPU. A file torch cannot read (truncated,
+    corrupt, empty, not a torch file, or holding pickled objects other than tensors and plain
+    containers) raises :class:`ValueError` naming the file and the problem in one line, instead
+    of torch's zip-reader or unpickling error."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError,
+            ImportError, IndexError, KeyError, TypeError, ValueError) as error:
+        size = path.stat().st_size
+        text = str(error)
+        if isinstance(error, pickle.UnpicklingError):  # keep torch's reason, not its paragraph of advice
+            found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+            detail = " ".join(found.group(1).split()) if found else ""
+        else:
+            detail = " ".join(text.split()).split(". ")[0]
+        detail = detail.rstrip(".")[:160]
+        if size == 0 or isinstance(error, EOFError):
+            problem = "it is empty or cut short"
+        elif isinstance(error, pickle.UnpicklingError):
+            problem = ("it is not a torch file, or it holds pickled objects other than tensors "
+                       "(xdnb loads with weights_only=True)")
+        else:
+            problem = "it is truncated or corrupt"
+        raise ValueError(f"cannot read {what} {path} ({size:,} bytes): {problem}"
+                         + (f" [torch: {type(error).__name__}: {detail}]" if detail else "")) from error
+
+
 def load_checkpoint(model: nn.Module, path_or_state) -> nn.Module:
     """Load a checkpoint into ``model`` (in place) and return it.
 
@@ -126,8 +158,8 @@ def load_checkpoint(model: nn.Module, path_or_state) -> nn.Module:
     if isinstance(path_or_state, (str, Path)):
         path = Path(path_or_state).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            raise FileNotFoundError(f"checkpoint {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+        state = _read(path, "checkpoint")
     else:
         state = path_or_state
     state = _unwrap_state_dict(state)
@@ -252,11 +284,8 @@ def read_student_file(path: str | Path) -> dict:
     """The raw contents of a file written by :func:`save_student` (ValueError for anything else)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"student file {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated zip, a pickle with modules, not a torch file at all
-        raise ValueError(f"{path} is not a readable xdnb student ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+        raise FileNotFoundError(f"student file {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+    saved = _read(path, "student file")
     if not isinstance(saved, dict) or saved.get("format") != STUDENT_FORMAT:
         raise ValueError(f"{path} was not written by xdnb.models.save_student (xdnb compress --out); "
                          "for a plain state dict use xdnb.models.load_checkpoint")
@@ -329,6 +358,8 @@ def teacher(name: str = "digits", seed: int = 0, cache_dir: str | Path | None = 
       ``pkg.mod:fn``, with ``num_classes`` and ``stem``): built, then ``checkpoint`` (a state
       dict, read with ``weights_only=True``) loaded into it.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if name == "resnet34" and checkpoint is None and stem is None and num_classes in (None, 1000):
         return resnet34("imagenet").eval()
     if name != "digits":

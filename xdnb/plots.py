@@ -18,6 +18,8 @@ TEMPLATE = go.layout.Template(
         yaxis=dict(showgrid=True, gridcolor="#e5e5e5", zeroline=False, linecolor="#444", ticks="outside"),
         colorway=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"],
         margin=dict(l=60, r=20, t=50, b=50),
+        # the title at the very top, so that a legend or subplot titles above the plot do not meet it
+        title=dict(y=0.985, yref="container", yanchor="top"),
         legend=dict(bgcolor="rgba(255,255,255,0.8)"),
     )
 )
@@ -105,8 +107,7 @@ def layer_error_figure(held_out: dict[str, list[dict]], train: dict[str, list[di
                 line=dict(color=color, dash=dash, width=2), marker=dict(size=7, symbol="circle" if dash == "solid" else "circle-open"),
             ))
     return styled(fig, title, xaxis=dict(title="layer (front to back)", type="category"),
-                  yaxis=dict(title=_y_title(key, relative), type="log" if log_y else "linear", rangemode="tozero" if not log_y else None),
-                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), margin=dict(t=80))
+                  yaxis=dict(title=_y_title(key, relative), type="log" if log_y else "linear", rangemode="tozero" if not log_y else None))
 
 
 def inconsistency_figure(curves: dict[str, list[dict]], *, keys: tuple[str, ...] = ("relative_error", "eps_S", "eps_T"),
@@ -128,7 +129,7 @@ def inconsistency_figure(curves: dict[str, list[dict]], *, keys: tuple[str, ...]
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="log" if log_y else "linear")
     fig.update_yaxes(title_text="relative to mean((W_T*h_T)²)" if relative else "MSE", row=1, col=1)
-    return styled(fig, title, legend=dict(orientation="h", yanchor="bottom", y=1.12, x=0), margin=dict(t=100))
+    return styled(fig, title, margin=dict(t=90))  # legend at the right: above, it ran into the title
 
 
 def shots_figure(accuracies: dict[str, dict[int, list[float]]], *, teacher: float | None = None,
@@ -167,10 +168,12 @@ def sweep_figure(x: list[float], series: dict[str, list[float]], *, x_title: str
     for position, (label, ys) in enumerate((secondary or {}).items(), start=len(series)):
         fig.add_trace(go.Scatter(x=list(x), y=list(ys), name=label, mode="lines+markers", yaxis="y2",
                                  line=dict(color=_FALLBACK_COLORS[position % len(_FALLBACK_COLORS)], width=2, dash="dash")))
-    if secondary:
-        layout["yaxis2"] = dict(title=secondary_title, overlaying="y", side="right", showgrid=False)
+    if secondary:  # room at the right for the second axis's tick labels and title
+        layout["yaxis2"] = dict(title=secondary_title, overlaying="y", side="right", showgrid=False, automargin=True)
+    # the legend above the plot, left; the title at the very top (they do not meet)
     return styled(fig, title, xaxis=dict(title=x_title), yaxis=dict(title=y_title),
-                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), **layout)
+                  legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(t=90, r=80 if secondary else 20),
+                  **layout)
 
 
 #: The special corners of the soft connection (paper's convention), as (alpha, beta).
@@ -181,21 +184,21 @@ def alpha_beta_figure(alphas: list[float], betas: list[float], values: list[list
                       value_title: str = "accuracy (%)", marker: tuple[float, float] | None = None,
                       reverse_scale: bool = False, text_format: str = ".1f",
                       title: str | None = "Soft cross connection over (alpha, beta)") -> go.Figure:
-    """Heat map of ``values[i][j]`` at ``(alphas[i], betas[j])``: beta on x, alpha on y, the corners
-    regression (1, 1), correction (1, 0), imitation (0, 1) labelled, and ``marker`` = the current
-    (alpha, beta) as a ring. ``reverse_scale``: darker = larger (use for errors)."""
+    """Heat map of ``values[i][j]`` at ``(alphas[i], betas[j])``: beta on x, alpha on y, each cell
+    showing its value and the corners regression (1, 1), correction (1, 0), imitation (0, 1) also
+    their names (the heat map's ``text``), and ``marker`` = the current (alpha, beta) as a ring
+    (the second trace). ``reverse_scale``: darker = larger (use for errors)."""
     if len(values) != len(alphas) or any(len(row) != len(betas) for row in values):
         raise ValueError(f"values must be {len(alphas)} rows (alphas) of {len(betas)} columns (betas)")
+    # each cell's text is its value; a corner's cell adds the corner's name on a second line, so the
+    # two never overlap and take the cell's contrasting text colour
+    names = {(a, b): name for name, (a, b) in SOFT_CORNERS.items()}
+    text = [[f"{v:{text_format}}" + (f"<br>{names[(a, b)]}" if (a, b) in names else "") for b, v in zip(betas, row)]
+            for a, row in zip(alphas, values)]
     fig = go.Figure(go.Heatmap(
         z=[[round(v, 4) for v in row] for row in values], x=list(betas), y=list(alphas), colorscale="Viridis",
-        reversescale=reverse_scale, colorbar=dict(title=dict(text=value_title)), texttemplate=f"%{{z:{text_format}}}",
+        reversescale=reverse_scale, colorbar=dict(title=dict(text=value_title)), text=text, texttemplate="%{text}",
         hovertemplate="alpha %{y}, beta %{x}: %{z}<extra></extra>", name=value_title,
-    ))
-    corners = [(name, a, b) for name, (a, b) in SOFT_CORNERS.items() if a in alphas and b in betas]
-    fig.add_trace(go.Scatter(
-        x=[b for _, _, b in corners], y=[a for _, a, _ in corners], mode="text", text=[n for n, _, _ in corners],
-        textposition="top center", textfont=dict(color="white", size=11), showlegend=False, hoverinfo="skip",
-        name="corners",
     ))
     fig.add_trace(go.Scatter(
         x=[marker[1]] if marker else [], y=[marker[0]] if marker else [], mode="markers", name="current",

@@ -38,6 +38,11 @@ from .tutorial import DEFAULT_K, Bench, Trial
 #: student interleaved, :func:`xdnb.latency.compare`).
 LATENCY_BATCH, LATENCY_REPEATS = 100, 5
 
+#: Width (pixels) of a panel's figure: plotly's FigureWidget draws 700 px wide whatever the cell's
+#: width, too narrow for two or three plots side by side (the heat map's cells could not hold their
+#: values); 980 px fits a JupyterLab notebook column on a common laptop screen.
+PANEL_WIDTH = 980
+
 #: K values offered by the sliders (the paper's).
 K_CHOICES = (1, 2, 3, 5, 10)
 
@@ -80,6 +85,8 @@ class Panel:
         self.names = self.bench.layer_names
         self.controls = self._controls()
         self.figure = go.FigureWidget(self._build_figure())
+        if self.figure.layout.width is None:  # the widget does not fill the cell by itself: it draws 700 px wide
+            self.figure.layout.width = PANEL_WIDTH
         self.status = W.HTML(value="")
         self.view = W.VBox([W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
                             self.status, self.figure])
@@ -236,8 +243,12 @@ class CrossPanel(Panel):
                 "bn": _bn_dropdown(p["bn"])}
 
     def _build_figure(self):
-        return plots.inconsistency_figure({"regression": [], "cross": []}, keys=self.keys, names=self.names,
-                                          title="Held-out L^r, eps_S, eps_T per layer (live)")
+        fig = plots.inconsistency_figure({"regression": [], "cross": []}, keys=self.keys, names=self.names,
+                                         title="Held-out L^r, eps_S, eps_T per layer (live)")
+        # the widget draws 700 px wide: a legend at the right would squeeze the three plots until their
+        # tick labels tilt into each other, so it goes in one row between the title and the plots' titles
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.1, x=0), margin=dict(t=110), height=450)
+        return fig
 
     def reference(self) -> Trial:
         """The plain-regression trial for the current K, ridge, BN and pruning (cached)."""
@@ -290,16 +301,17 @@ class SoftPanel(Panel):
     def _build_figure(self):
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
-                            subplot_titles=["(alpha, beta) plane", "held-out L^r per layer"])
+        value_title = "accuracy (%)" if self.value == "accuracy" else "sum of L^r"
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.17,
+                            subplot_titles=[f"(alpha, beta) plane: {value_title}", "held-out L^r per layer"])
         if self.grid is not None:
             heat = plots.alpha_beta_figure(self.grid["alphas"], self.grid["betas"], self.grid[self.value],
-                                           value_title="accuracy (%)" if self.value == "accuracy" else "sum of L^r",
-                                           reverse_scale=self.value == "error",
+                                           value_title=value_title, reverse_scale=self.value == "error",
                                            text_format=".1f" if self.value == "accuracy" else ".2f")
             for trace in heat.data:
                 fig.add_trace(trace, row=1, col=1)
-            fig.data[0].colorbar.update(x=0.42, len=0.9)
+            # every cell shows its value, so no colour bar (between the two plots it covered the right one's axis)
+            fig.data[0].showscale = False
         else:
             fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="current", showlegend=False), row=1, col=1)
         self._ring = len(fig.data) - 1
@@ -310,7 +322,7 @@ class SoftPanel(Panel):
         fig.update_yaxes(title_text="alpha", range=[-0.1, 1.1], row=1, col=1)
         fig.update_xaxes(type="category", row=1, col=2)
         fig.update_yaxes(title_text="relative to mean((W_T*h_T)²)", rangemode="tozero", row=1, col=2)
-        return plots.styled(fig, "Soft cross connection (live)", legend=dict(orientation="h", y=1.15, x=0.55))
+        return plots.styled(fig, "Soft cross connection (live)", margin=dict(t=90))  # legend at the right
 
     def _settings(self) -> dict:
         p = self.params
@@ -366,7 +378,7 @@ class PruningPanel(Panel):
         fig.update_layout(barmode="overlay")
         fig.update_xaxes(type="category")
         fig.update_yaxes(rangemode="tozero")
-        return plots.styled(fig, "Pruning (live)", showlegend=False)
+        return plots.styled(fig, "Pruning (live)", showlegend=False, margin=dict(t=90))
 
     def _speedup(self, student) -> float:
         """Teacher latency / student latency, timed side by side by :func:`xdnb.latency.compare` in
