@@ -51,7 +51,9 @@ def files(tmp_path_factory, digits_teacher, cache_dir):
 def _cases():
     """(id, argv with {root}/{cache} placeholders, a fragment the message must contain or None)."""
     teacher = [
-        ("teacher-unknown-name", ["teacher", "alexnet"], "invalid choice"),
+        ("teacher-unknown-name", ["teacher", "alexnet"], "unknown architecture 'alexnet'"),
+        ("teacher-unknown-torchvision", ["teacher", "torchvision:nonet", "--checkpoint", "{root}/good.pt"], "no classification model"),
+        ("teacher-stem-not-resnet", ["teacher", "torchvision:vgg11", "--stem", "cifar", "--checkpoint", "{root}/good.pt"], "ResNets"),
         ("teacher-seed-not-int", ["teacher", "--seed", "x"], "invalid int"),
         ("teacher-seed-negative", ["teacher", "--seed", "-1", "--cache-dir", "{cache}"], "seed"),
         ("teacher-vgg16-no-checkpoint", ["teacher", "vgg16"], "checkpoint"),
@@ -83,7 +85,9 @@ def _cases():
         ("k-negative", ["--k", "-3"], "k"),
         ("k-too-many", ["--k", "100000"], None),
         ("seed-negative", ["--seed", "-1"], "seed"),
-        ("arch-unknown", ["--arch", "alexnet"], "invalid choice"),
+        ("arch-unknown", ["--arch", "alexnet", "--data", "digits"], "arch must be one of"),
+        ("arch-missing-module", ["--arch", "no_such_pkg.nets:net", "--teacher", "{root}/good.pt", "--data", "digits"], "cannot import"),
+        ("num-classes-zero", ["--num-classes", "0"], "num_classes must be a positive int"),
         ("arch-vgg16-no-teacher", ["--arch", "vgg16", "--data", "digits"], "teacher"),
         ("arch-vgg16-no-data", ["--arch", "vgg16"], "--data"),
         ("objective-unknown", ["--objective", "magic"], "unknown method"),
