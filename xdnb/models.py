@@ -374,18 +374,35 @@ def teacher(name: str = "digits", seed: int = 0, cache_dir: str | Path | None = 
     path = cache_root(cache_dir) / "teachers" / f"digits-seed{seed}.pt"
     if path.exists():
         return load_checkpoint(digits_net(), path).eval()
+    train_digits_teacher(seed, path)
+    return load_checkpoint(digits_net(), path).eval()
+
+
+#: The environment the digits teacher is trained in: torch's CPU kernels pick different code paths
+#: (and give different weights) under ``OMP_NUM_THREADS=1`` than under ``torch.set_num_threads(1)``
+#: alone, so training runs in a child process with these set, whatever the caller's environment.
+TRAINING_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def train_digits_teacher(seed: int, path: str | Path) -> None:
+    """Train the digits teacher for ``seed`` and save its state dict to ``path``, in a child
+    process with :data:`TRAINING_ENV` (the same weights from a shell, a notebook kernel or a test)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from xdnb.models import _train_digits_teacher_here; _train_digits_teacher_here(int(sys.argv[1]), sys.argv[2])"
+    env = {**os.environ, **TRAINING_ENV}
+    completed = subprocess.run([sys.executable, "-c", code, str(seed), str(path)], env=env)
+    if completed.returncode != 0 or not Path(path).exists():
+        raise RuntimeError(f"training the digits teacher (seed {seed}) failed in its child process (exit {completed.returncode})")
+
+
+def _train_digits_teacher_here(seed: int, path: str) -> None:
     from .data import digits, stack
 
     images, labels = stack(digits("train"))
-    threads = torch.get_num_threads()
-    # one thread and a forked RNG: the same weights whatever the caller's thread count or RNG state
     torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = digits_net()
-            train_classifier(model, images, labels, DIGITS_TEACHER_EPOCHS, seed, desc="training digits teacher")
-    finally:
-        torch.set_num_threads(threads)
-    _atomic_save(model.state_dict(), path)
-    return model
+    torch.manual_seed(seed)
+    model = digits_net()
+    train_classifier(model, images, labels, DIGITS_TEACHER_EPOCHS, seed, desc="training digits teacher")
+    _atomic_save(model.state_dict(), Path(path))
