@@ -13,7 +13,7 @@ all that dense kernels see. Every network is exported to ONNX (verified against 
 measured difference recorded) and timed with :func:`xdnb.latency.side_by_side`: the teacher and
 all students interleaved in one run, at batch 1 and 64, 1 and 2 threads, in PyTorch eager and in
 onnxruntime (CPU). Speed-up = teacher median / student median of that run; FLOPs reduction =
-teacher FLOPs / student FLOPs (``xdnb.pruning.count_flops``, dense; the sparse student's
+teacher FLOPs / student FLOPs (``xdnb.size.count_flops``, dense; the sparse student's
 effective FLOPs too). Goal: the VGG-C student's onnxruntime speed-up >= 0.8 x its FLOPs reduction
 at batch 1 and 64.
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     import torch
 
     import xdnb
-    from xdnb import baselines, card, distill, export, latency, models, pruning
+    from xdnb import baselines, card, distill, export, latency, models, size
 
     xdnb.setup(seed=0, threads=2)
     started = time.perf_counter()
@@ -69,8 +69,7 @@ def main(argv=None) -> int:
 
     sizes = {}
     for label, net in nets.items():
-        flops = pruning.count_flops(net, SHAPE)
-        sizes[label] = {**pruning.count_params(net), "flops_dense": flops["dense"], "flops_effective": flops["effective"]}
+        sizes[label] = size.measure(net, SHAPE)
     base = sizes["teacher"]["flops_dense"]
     for label, s in sizes.items():
         s["flops_reduction"] = base / s["flops_dense"]

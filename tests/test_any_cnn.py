@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from xdnb import cli, distill, models, pruning
+from xdnb import cli, distill, models, pruning, size
 from xdnb.graph import trace
 
 SHAPE = (3, 64, 64)
@@ -74,8 +74,8 @@ def test_structured_keep_half_gives_a_smaller_network_with_the_masked_logits(nam
     with torch.no_grad():
         assert torch.allclose(result.student(x), result.masked_student(x), atol=1e-4, rtol=1e-4)
         assert not torch.allclose(result.student(x), teacher(x), atol=1e-3)
-    assert pruning.count_params(result.student)["params"] < pruning.count_params(teacher)["params"]
-    assert pruning.count_flops(result.student, SHAPE)["dense"] < pruning.count_flops(teacher, SHAPE)["dense"]
+    assert size.count_params(result.student)["params"] < size.count_params(teacher)["params"]
+    assert size.count_flops(result.student, SHAPE)["dense"] < size.count_flops(teacher, SHAPE)["dense"]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "concat"])
@@ -86,7 +86,7 @@ def test_unstructured_sparsity_is_exact_in_every_fitted_layer(name):
     assert [r["layer"] for r in result.history] == [s.name for s in fitted]
     for site in fitted:
         weight = result.student.get_submodule(site.name).weight
-        assert pruning.sparsity_of(weight) == pytest.approx(0.9, abs=1.0 / weight.numel()), site.name
+        assert size.sparsity_of(weight) == pytest.approx(0.9, abs=1.0 / weight.numel()), site.name
 
 
 def test_the_graph_states_what_stays_whole_and_why():

@@ -43,7 +43,7 @@ def test_few_shot_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="class 'dog' has only 2 images, fewer than k=3"):
         data.few_shot(ds, 3, 0)
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="positive int"):
+        with pytest.raises(ValueError, match=r"must be an int >= 1, got"):
             data.few_shot(ds, bad, 0)
     with pytest.raises(ValueError, match="seed"):
         data.few_shot(ds, 1, -2)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from xdnb import distill
 from xdnb.experiment import Result, RunConfig, method_label, run
 
 
@@ -20,16 +21,16 @@ TINY = dict(k=1, test_limit=100, device="cpu")
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"method": "distill"}, "unknown method 'distill'"),
+    ({"method": "distill"}, "method must be one of .*, got 'distill'"),
     ({"method": "regression", "mu": 0.5}, "mu only applies to method 'cross'"),
     ({"method": "cross", "alpha": 0.5}, "alpha and beta only apply to method 'soft'"),
     ({"method": "soft"}, "alpha and beta"),
-    ({"method": "cross", "mu": 1.5}, "mu must lie in"),
-    ({"k": 0}, "k must be a positive int"),
-    ({"k": 1.0}, "k must be a positive int"),
-    ({"seed": -1}, "seed must be a non-negative int"),
-    ({"test_limit": 0}, "test_limit must be a positive int"),
-    ({"batch_size": True}, "batch_size must be a positive int"),
+    ({"method": "cross", "mu": 1.5}, "mu must be a number in [0, 1], got 1.5"),
+    ({"k": 0}, "k must be an int >= 1, got 0"),
+    ({"k": 1.0}, "k must be an int >= 1, got 1.0"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"test_limit": 0}, "test_limit must be an int >= 1 or None, got 0"),
+    ({"batch_size": True}, "batch_size must be an int >= 1 or None, got True"),
     ({"steps": 0}, "steps must be an int >= 1"),
     ({"ridge": float("nan")}, "ridge must be a finite number"),
     ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
@@ -37,7 +38,7 @@ TINY = dict(k=1, test_limit=100, device="cpu")
     ({"arch": "vgg19"}, "arch must be one of"),
     ({"arch": "vgg16"}, "needs teacher=PATH"),
     ({"pruning": 0.5}, "pruning must be a spec string"),
-    ({"data": ""}, "data must be a dataset spec"),
+    ({"data": ""}, "data must be a non-empty string such as 'digits'"),
     ({"options": {"x": object()}}, "options must hold only JSON values"),
 ])
 def test_bad_config_names_the_field(changes, message):
@@ -56,8 +57,10 @@ def test_key_is_stable_and_discriminating():
     assert same.key() == config.key() == RunConfig(method="soft", alpha=0.5, beta=1.0, k=2, seed=3).key()
     assert len(config.key()) == 16 and int(config.key(), 16) >= 0
     others = {config.replace(seed=4).key(), config.replace(k=3).key(), config.replace(beta=0.75).key(),
-              config.replace(options={"epochs": 2}).key(), config.key()}
-    assert len(others) == 5
+              config.replace(ridge=0.2).key(), config.replace(bn="keep").key(), config.key()}
+    assert len(others) == 6
+    bp = RunConfig(method="bp", k=2)
+    assert bp.replace(options={"steps": 2}).key() != bp.key()
     # the same key in a fresh interpreter with another hash seed (nothing depends on hash())
     code = ("from xdnb.experiment import RunConfig; "
             "print(RunConfig(method='soft', alpha=0.5, beta=1.0, k=2, seed=3).key())")
@@ -66,10 +69,40 @@ def test_key_is_stable_and_discriminating():
     assert out.stdout.strip() == config.key()
 
 
+def test_a_key_depends_only_on_what_decides_the_numbers():
+    # settings the method's solver never reads leave the key alone; ones it reads change it
+    lstsq = RunConfig(method="cross")
+    assert lstsq.replace(steps=5, lr=0.1).key() == lstsq.key() != lstsq.replace(rounds=2).key()
+    reference = RunConfig(method="cross", solver="reference", steps=200)
+    assert reference.replace(ridge=0.5, rounds=2).key() == reference.key() != reference.replace(lr=1e-3).key()
+    # with quantization the ridge is read again (by the quantizer)
+    quantized = RunConfig(method="cross", solver="reference", steps=200, quantize=4)
+    assert quantized.replace(ridge=0.5).key() != quantized.key()
+    # a baseline reads none of the engine's settings: setting one is an error, not a silent no-op
+    with pytest.raises(ValueError, match="ridge is the engine's setting"):
+        RunConfig(method="fskd", ridge=0.5).validate()
+    with pytest.raises(ValueError, match="fskd has no option 'ridg'"):
+        RunConfig(method="fskd", options={"ridg": 0.5}).validate()
+    with pytest.raises(ValueError, match="solver 'lstsq' does not read"):
+        distill.EngineOptions.from_settings("lstsq", steps=5)
+    with pytest.raises(ValueError, match="options are the baselines' settings"):
+        RunConfig(method="cross", options={"bn": "keep"}).validate()
+
+
+def test_stores_written_before_the_decisive_keys_are_read_through_the_legacy_key():
+    # keys computed by xdnb before keys left out ignored settings (git 2f565f8), for these configs
+    old = {"dc4924ec90ec0d2b": RunConfig(method="cross"),
+           "c491eb98199330e1": RunConfig(method="fskd", options={"bn": "keep"}),
+           "9ba7ca4ae9875b09": RunConfig(method="regression", solver="reference", steps=200)}
+    for key, config in old.items():
+        assert config.legacy_key() == key
+        assert config.key() != key  # the new key differs, so the store needs the mapping
+
+
 def test_method_labels():
-    assert method_label(RunConfig(method="cross")) == "cross mu=0.6"
-    assert method_label(RunConfig(method="cross", mu=0.25)) == "cross mu=0.25"
-    assert method_label(RunConfig(method="soft", alpha=1.0, beta=0.5)) == "soft a=1 b=0.5"
+    assert method_label(RunConfig(method="cross")) == "cross(mu=0.6)"
+    assert method_label(RunConfig(method="cross", mu=0.25)) == "cross(mu=0.25)"
+    assert method_label(RunConfig(method="soft", alpha=1.0, beta=0.5)) == "soft(alpha=1, beta=0.5)"
     assert method_label(RunConfig(method="regression").to_dict()) == "regression"
 
 

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xdnb import metrics, objectives
-from xdnb.distill import layer_record
+from xdnb.metrics import layer_record
 
 
 def _convs_and_inputs(seed=0, n=4, c_in=5, c_out=6, size=7):

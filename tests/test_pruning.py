@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from xdnb import models, pruning
+from xdnb import baselines, models, projections, pruning, size
 from xdnb.graph import trace
 
 
@@ -41,9 +41,9 @@ def test_bad_schemes_are_refused_with_the_allowed_values():
         pruning.structured(trace(models.digits_net(), (1, 8, 8)), "VGG-A")
     with pytest.raises(ValueError, match="unknown structured scheme 'VGG-Z'"):
         pruning.structured(trace(models.vgg(), (3, 32, 32)), "VGG-Z")
-    with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"must be a number in \(0, 1\], got"):
         pruning.parse(trace(models.vgg(), (3, 32, 32)), "keep:1.5")
-    with pytest.raises(ValueError, match=r"fraction in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"sparsity \(the fraction of weights removed, e.g. 0.9\) must be a number in \(0, 1\)"):
         pruning.unstructured(95)
     with pytest.raises(ValueError, match="cannot keep 99"):
         pruning.structured(trace(models.digits_net(), (1, 8, 8)), [1, 99, 32, 64, 64, 128])
@@ -81,22 +81,22 @@ def test_physically_pruned_network_equals_the_masked_network(arch):
     assert not torch.allclose(masked(x), model(x), atol=1e-3)  # the masking did something
     for name, keep in plan.keep.items():
         assert small.get_submodule(name).in_channels == keep
-    assert pruning.count_params(small)["params"] < pruning.count_params(model)["params"]
+    assert size.count_params(small)["params"] < size.count_params(model)["params"]
     if arch == "vgg":
         assert small.cfg == [16, 16, "M", 32, 32, "M", 64, 128]  # the last conv feeds the classifier
 
 
 def test_flops_are_counted_by_torch_and_shrink_with_pruning():
     model = models.digits_net().eval()
-    flops = pruning.count_flops(model, (1, 8, 8))
+    flops = size.count_flops(model, (1, 8, 8))
     conv = model.feature[3]
     expected_conv = 2 * 8 * 8 * conv.out_channels * conv.in_channels * 9
     assert flops["dense"] > expected_conv and flops["dense"] == flops["effective"]
     graph = trace(model, (1, 8, 8))
-    small, _, _ = pruning.l1_filter_prune(graph, pruning.structured(graph, 0.5))
-    assert pruning.count_flops(small, (1, 8, 8))["dense"] < 0.4 * flops["dense"]
-    sparse, _, masks = pruning.l1_filter_prune(graph, pruning.unstructured(0.9))
-    counted = pruning.count_flops(sparse, (1, 8, 8))
+    small, _, _ = baselines.l1_filter_prune(graph, pruning.structured(graph, 0.5))
+    assert size.count_flops(small, (1, 8, 8))["dense"] < 0.4 * flops["dense"]
+    sparse, _, masks = baselines.l1_filter_prune(graph, pruning.unstructured(0.9))
+    counted = size.count_flops(sparse, (1, 8, 8))
     assert counted["dense"] == flops["dense"] and counted["effective"] < 0.2 * flops["dense"]
 
 
@@ -104,23 +104,23 @@ def test_l1_filter_prune_keeps_the_largest_filters_and_exact_sparsity():
     model = models.digits_net()
     graph = trace(model, (1, 8, 8))
     plan = pruning.structured(graph, 0.5)
-    _, kept, _ = pruning.l1_filter_prune(graph, plan)
+    _, kept, _ = baselines.l1_filter_prune(graph, plan)
     producer = model.feature[0].weight  # producer of feature.3's inputs
     norms = producer.abs().flatten(1).sum(1)
     assert set(kept["feature.3"]) == set(torch.topk(norms, 16).indices.tolist())
-    sparse, _, masks = pruning.l1_filter_prune(graph, pruning.unstructured(0.7))
+    sparse, _, masks = baselines.l1_filter_prune(graph, pruning.unstructured(0.7))
     for name, mask in masks.items():
         weight = sparse.get_submodule(name).weight
-        assert pruning.sparsity_of(weight) == pytest.approx(0.7, abs=1 / weight.numel())
+        assert size.sparsity_of(weight) == pytest.approx(0.7, abs=1 / weight.numel())
         smallest_kept = model.get_submodule(name).weight.abs()[mask].min()
         assert model.get_submodule(name).weight.abs()[~mask].max() <= smallest_kept
 
 
 def test_schedules_and_projections():
-    assert [pruning.linear_budget(10, 4, t, 3) for t in range(5)] == [10, 8, 6, 4, 4]
+    assert [projections.linear_budget(10, 4, t, 3) for t in range(5)] == [10, 8, 6, 4, 4]
     w = torch.tensor([[3.0, 3.0, 0.1, 0.1, 2.0, 0.0]])  # three channels of two columns
-    assert pruning.group_norms(w, 2).tolist() == pytest.approx([18 ** 0.5, 0.02 ** 0.5, 2.0])
-    assert pruning.keep_top_channels(w, torch.arange(3), 2, 2).tolist() == [0, 2]
-    shrunk = pruning.group_soft_threshold(w, 1.0, 2)
+    assert projections.group_norms(w, 2).tolist() == pytest.approx([18 ** 0.5, 0.02 ** 0.5, 2.0])
+    assert projections.keep_top_channels(w, torch.arange(3), 2, 2).tolist() == [0, 2]
+    shrunk = projections.group_soft_threshold(w, 1.0, 2)
     assert torch.count_nonzero(shrunk[:, 2:4]) == 0 and shrunk[0, 0] == pytest.approx(3 * (1 - 1 / 18 ** 0.5))
-    assert pruning.soft_threshold(torch.tensor([-2.0, 0.5, 1.5]), 1.0).tolist() == [-1.0, 0.0, 0.5]
+    assert projections.soft_threshold(torch.tensor([-2.0, 0.5, 1.5]), 1.0).tolist() == [-1.0, 0.0, 0.5]

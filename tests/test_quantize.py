@@ -219,11 +219,11 @@ def test_two_bit_cross_and_regression_beat_naive_rounding_on_held_out_digits(dig
     ({"bits": 4, "quantizer": "lsq"}, "quantizer must be one of ste, proxquant, round, got 'lsq'"),
     ({"bits": 4, "granularity": "row"}, "granularity must be one of channel, tensor, got 'row'"),
     ({"bits": 4, "scale": "l1"}, "scale must be one of mse, max, got 'l1'"),
-    ({"bits": 4, "steps": -1}, "steps must be a non-negative int, got -1"),
-    ({"bits": 4, "lr": 0}, "lr \\(in grid steps\\) must be a positive number, got 0"),
+    ({"bits": 4, "steps": -1}, "steps must be an int >= 0, got -1"),
+    ({"bits": 4, "lr": 0}, "lr \\(in grid steps\\) must be a finite number > 0, got 0"),
     ({"quantizer": "ste"}, "quantize needs 'bits'"),
     ({"bits": 4, "bit": 4}, "unknown quantize option 'bit'"),
-    ({"bits": 4, "ridge": -1.0}, "quantize ridge must be a number >= 0 or None, got -1.0"),
+    ({"bits": 4, "ridge": -1.0}, "quantize ridge must be a finite number >= 0 or None, got -1.0"),
     ({"bits": 4, "first_conv": "no"}, "quantize first_conv must be True or False, got 'no'"),
 ])
 def test_bad_quantize_options_name_the_value(bad, message, digits_teacher, few_shot_5):
@@ -237,7 +237,7 @@ def test_bad_fit_arguments_name_the_value(digits_teacher, few_shot_5):
         quantize.fit("adam", problem, bits=2)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8, got 16"):
         quantize.fit("ste", problem, bits=16)
-    with pytest.raises(ValueError, match="strength must be a positive number"):
+    with pytest.raises(ValueError, match="strength must be a finite number > 0"):
         quantize.fit("proxquant", problem, bits=2, strength=-1)
 
 

@@ -44,16 +44,16 @@ def results():
 
 def test_pivot_cells_and_markdown(results):
     table = tables.pivot(results, "method", "k", title="demo")
-    assert table.rows == ["cross mu=0.6", "regression"] and table.columns == [1, 5]
-    mean, std, n = table.stats("cross mu=0.6", 1)
+    assert table.rows == ["cross(mu=0.6)", "regression"] and table.columns == [1, 5]
+    mean, std, n = table.stats("cross(mu=0.6)", 1)
     assert (round(mean, 10), round(std, 10), n) == (92.0, 2.0, 3)
     mean, std, n = table.stats("regression", 5)
     assert (round(mean, 10), round(std, 10), n) == (98.0, 1.0, 3)
-    assert table.best(1) == ["cross mu=0.6"] and table.best(5) == ["regression"]
+    assert table.best(1) == ["cross(mu=0.6)"] and table.best(5) == ["regression"]
     assert table.teacher == pytest.approx(99.0)
     text = table.to_markdown(decimals=2)
     assert "| method | K=1 | K=5 |" in text
-    assert "| cross mu=0.6 | **92.00 ± 2.00** | 96.00 ± 1.00 |" in text
+    assert "| cross(mu=0.6) | **92.00 ± 2.00** | 96.00 ± 1.00 |" in text
     assert "| regression | 83.00 ± 3.00 | **98.00 ± 1.00** |" in text
     assert "over 3 runs" in text and "teacher 99.00 %" in text
 
@@ -61,29 +61,29 @@ def test_pivot_cells_and_markdown(results):
 def test_ties_are_all_bold():
     tied = [fake("cross", 1, 0, 0.9), fake("regression", 1, 0, 0.9), fake("imitation", 1, 0, 0.8)]
     table = tables.pivot(tied, "method", "k")
-    assert table.best(1) == ["cross mu=0.6", "regression"]
+    assert table.best(1) == ["cross(mu=0.6)", "regression"]
     assert table.to_markdown().count("**90.00**") == 2 and "| imitation | 80.00 |" in table.to_markdown()
 
 
 def test_csv_is_wide_and_parses(results):
     rows = list(csv.reader(io.StringIO(tables.pivot(results, "method", "k").to_csv())))
     assert rows[0] == ["method", "K=1 mean", "K=1 std", "K=5 mean", "K=5 std"]
-    assert rows[1][0] == "cross mu=0.6" and float(rows[1][1]) == 92.0 and float(rows[1][2]) == 2.0
+    assert rows[1][0] == "cross(mu=0.6)" and float(rows[1][1]) == 92.0 and float(rows[1][2]) == 2.0
     assert float(rows[2][3]) == 98.0
     # a single run has a mean but no std; a missing cell is empty
     one = tables.pivot([fake("cross", 1, 0, 0.5), fake("regression", 2, 0, 0.6)], "method", "k")
     assert "50.00 |" in one.to_markdown() and "—" in one.to_markdown()
     rows = list(csv.reader(io.StringIO(one.to_csv())))
-    assert rows[1] == ["cross mu=0.6", "50.0", "", "", ""]
+    assert rows[1] == ["cross(mu=0.6)", "50.0", "", "", ""]
 
 
 def test_where_fields_and_errors(results):
     mixed = results + [fake("cross", 1, 0, 0.5, pruning="sparse:0.9"), fake("cross", 1, 1, 0.7, pruning="sparse:0.9")]
     table = tables.pivot(mixed, "method", "sparsity", where={"k": 1, "scheme": "sparse:0.9"})
-    assert table.columns == [90.0] and table.stats("cross mu=0.6", 90.0)[0] == pytest.approx(60.0)
+    assert table.columns == [90.0] and table.stats("cross(mu=0.6)", 90.0)[0] == pytest.approx(60.0)
     assert tables.header_label("sparsity", 90.0) == "r=90 %"
     drop = tables.pivot(results, "method", "k", value="drop")
-    assert drop.stats("regression", 1)[0] == pytest.approx(16.0) and drop.best(1) == ["cross mu=0.6"]
+    assert drop.stats("regression", 1)[0] == pytest.approx(16.0) and drop.best(1) == ["cross(mu=0.6)"]
     with pytest.raises(ValueError, match="unknown table field 'colour'"):
         tables.pivot(results, "colour", "k")
     with pytest.raises(ValueError, match="value must be one of"):
@@ -111,7 +111,7 @@ def test_writers_escape():
 
 def test_figures_show_the_table_means(results):
     fig = plots.accuracy_vs_k(results)
-    assert [trace.name for trace in fig.data] == ["cross mu=0.6", "regression"]
+    assert [trace.name for trace in fig.data] == ["cross(mu=0.6)", "regression"]
     assert list(fig.data[0].x) == [1, 5] and list(fig.data[0].y) == [92.0, 96.0]
     assert list(fig.data[0].error_y.array) == [2.0, 1.0]
     assert fig.layout.xaxis.type == "log"

@@ -139,7 +139,7 @@ def test_bench_runs_are_deterministic_and_record_their_settings(bench):
     a, b = bench.run("cross", k=1, seed=1), bench.run("cross", k=1, seed=1)
     assert a.errors() == b.errors() and a.accuracy == b.accuracy
     assert a.settings == {"method": "cross", "k": 1, "seed": 1, "pruning": "keep:0.25", "bn": "reestimate",
-                          "solver": "lstsq", "ridge": 0.1, "mu": 0.6}
+                          "solver": "lstsq", "ridge": 0.1, "rounds": 4, "mu": 0.6}
     assert a.label == "cross(mu=0.6)"
     assert a.errors(split="train") == [r["relative_error"] for r in a.train]
     with pytest.raises(ValueError, match="split"):
@@ -148,7 +148,7 @@ def test_bench_runs_are_deterministic_and_record_their_settings(bench):
     assert all(e <= b for e, b in zip(a.errors(), bound))
     assert bound[2] == pytest.approx(metrics.bound(a.held_out[2], 0.6) * a.held_out[2]["relative_error"]
                                      / a.held_out[2]["estimation_error"])
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="method must be one of"):
         bench.run("lasso")
 
 

@@ -26,8 +26,9 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
     so anything whose numbers are stored (notebook outputs, benchmark tables) runs with the same
     ``threads``. ``threads=None`` leaves torch's thread count alone.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    from . import checks
+
+    checks.integer("seed", seed, low=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -33,19 +33,22 @@ made SGD diverge at learning rates that batch statistics train well with). Every
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import objectives
+from . import checks, objectives
 from . import pruning as pruning_
 from .distill import Compressed, fit_layers
 from .finetune import finetune
 from .graph import ModelGraph, channel_map, feature_points, group_of, input_width, trace
+from .projections import keep_top_weights
 from .quadratic import LayerProblem
 from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, reestimate_bn
 from .solvers import DEFAULT_RIDGE, Fit
@@ -53,15 +56,74 @@ from .solvers import DEFAULT_RIDGE, Fit
 METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")
 #: Methods that only make sense for channel (structured) pruning.
 STRUCTURED_ONLY = ("fskd", "thinet", "cp")
-#: Defaults of each method's options (chosen on digits validation images: see bench/README.md).
-DEFAULTS = {
-    "l1-norm": {},
-    "bp": {"steps": 200, "lr": 1e-3, "weight_decay": 5e-4, "bn": "train"},
-    "fitnet": {"steps": 200, "lr": 1e-3, "weight_decay": 5e-4, "bn": "train", "hint_weight": 3.0, "temperature": 4.0},
-    "fskd": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
-    "thinet": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
-    "cp": {"bn": "reestimate", "ridge": DEFAULT_RIDGE},
-}
+
+
+@dataclass(frozen=True)
+class L1NormOptions:
+    """``l1-norm`` takes no options (data-free: the teacher's BN statistics are kept)."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """``bp``: SGD ``steps`` (>= 0) at learning rate ``lr`` (> 0) with ``weight_decay`` (>= 0); BN
+    as :data:`END_TO_END_BN` says for ``bn``."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    bn: str = "train"
+
+    def __post_init__(self):
+        checks.integer("steps", self.steps, low=0)
+        checks.number("lr", self.lr, above=0)
+        checks.number("weight_decay", self.weight_decay, low=0)
+        check_bn_mode(self.bn)
+
+
+@dataclass(frozen=True)
+class FitNetOptions(TrainingOptions):
+    """``fitnet``: :class:`TrainingOptions` plus the hint loss's weight ``hint_weight`` (>= 0) and
+    the distillation ``temperature`` (> 0)."""
+
+    hint_weight: float = 3.0
+    temperature: float = 4.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.number("hint_weight", self.hint_weight, low=0)
+        checks.number("temperature", self.temperature, above=0)
+
+
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    """``fskd``, ``thinet``, ``cp``: the BN mode ``bn`` and the re-fit's ``ridge`` (>= 0)."""
+
+    bn: str = "reestimate"
+    ridge: float = DEFAULT_RIDGE
+
+    def __post_init__(self):
+        check_bn_mode(self.bn)
+        checks.number("ridge", self.ridge, low=0)
+
+
+#: Each method's options (defaults chosen on digits validation images: see bench/README.md).
+OPTIONS = {"l1-norm": L1NormOptions, "bp": TrainingOptions, "fitnet": FitNetOptions,
+           "fskd": LayerwiseOptions, "thinet": LayerwiseOptions, "cp": LayerwiseOptions}
+#: The same as plain dicts: method -> {option: default}.
+DEFAULTS = {name: dataclasses.asdict(kind()) for name, kind in OPTIONS.items()}
+
+
+def options_for(name: str, **values):
+    """The typed options of baseline ``name`` from keyword values (a misspelt option is an error
+    naming it and the allowed ones)."""
+    checks.choice("method", name, METHODS)
+    kind = OPTIONS[name]
+    checks.known(name, values, [f.name for f in dataclasses.fields(kind)])
+    try:
+        return kind(**values)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
 #: What ``bn`` means for bp and fitnet (l1-norm, data-free, always keeps the teacher's statistics).
 END_TO_END_BN = {
     "reestimate": "BN statistics re-estimated on the K-shot images after pruning, then frozen while training",
@@ -85,26 +147,6 @@ def _check_plan(name: str, graph: ModelGraph, plan):
         raise ValueError(f"{name} selects input channels, and plan {plan.scheme!r} prunes no layer of this model "
                          f"(layers at full width: {len(plan.full_width)}); it does not apply here")
     return plan
-
-
-def _check_options(name: str, options: dict) -> dict:
-    allowed = DEFAULTS[name]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"{name} has no option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
-    opts = {**allowed, **options}
-    checks = {"steps": (int, 0), "lr": (float, 1e-300), "weight_decay": (float, 0), "ridge": (float, 0),
-              "hint_weight": (float, 0), "temperature": (float, 1e-300)}
-    for key, (kind, low) in checks.items():
-        if key in opts:
-            value = opts[key]
-            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
-            if not ok or not math.isfinite(value) or value < low:
-                bound = "> 0" if low > 0 and kind is float else f">= {low}"
-                raise ValueError(f"{name}: {key} must be {'an int' if kind is int else 'a number'} {bound}, got {value!r}")
-    if "bn" in opts:
-        check_bn_mode(opts["bn"])
-    return opts
 
 
 # --- L1-norm and the teacher-width twin --------------------------------------------------------
@@ -154,11 +196,44 @@ def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[i
     return full.eval()
 
 
+@torch.no_grad()
+def l1_filter_prune(graph: ModelGraph, plan) -> tuple[nn.Module, dict[str, list[int]], dict[str, torch.Tensor]]:
+    """Data-free magnitude pruning of a copy of the traced model (the L1-norm baseline, Li et al. 2017).
+
+    Structured: for each site, keep the input channels whose producing filters have the largest
+    L1 norm (summed over the producers when several feed it, e.g. through a concat), then remove
+    the rest physically. Unstructured: in each fitted layer, zero the ``sparsity`` fraction of
+    weights with the smallest magnitude (biases untouched). Returns ``(pruned model,
+    kept_channels, masks)``; the original is untouched.
+    """
+    pruned = copy.deepcopy(graph.model)
+    teacher_modules, modules = dict(graph.model.named_modules()), dict(pruned.named_modules())
+    kept_channels, masks = {}, {}
+    for site in graph.sites:
+        layer = modules[site.name]
+        if isinstance(plan, pruning_.ChannelPruning) and site.name in plan.keep:
+            norms = torch.zeros(input_width(layer), dtype=layer.weight.dtype)
+            for producer, pairs in channel_map(graph, site.name).items():
+                own, root = (torch.tensor(v, dtype=torch.long) for v in zip(*pairs))
+                l1 = teacher_modules[producer].weight.detach().abs().flatten(1).sum(1).cpu()
+                norms.index_add_(0, root, l1[own])
+            order = torch.argsort(-norms, stable=True)
+            kept_channels[site.name] = torch.sort(order[: plan.keep[site.name]]).values.tolist()
+        elif isinstance(plan, pruning_.WeightPruning):
+            flat = layer.weight.reshape(layer.weight.shape[0], -1)
+            mask = keep_top_weights(flat, torch.ones_like(flat, dtype=torch.bool), plan.kept_weights(flat.numel()))
+            layer.weight.mul_(mask.reshape(layer.weight.shape))
+            masks[site.name] = mask.reshape(layer.weight.shape)
+    if kept_channels:
+        pruning_.remove_channels(pruned, kept_channels, graph.input_shape)
+    return pruned, kept_channels, masks
+
+
 def _l1_norm(graph, plan):
     """(compact, masked, kept_channels, masks) of data-free L1-norm pruning of the traced teacher."""
     if plan is None:
         return copy.deepcopy(graph.model), copy.deepcopy(graph.model), {}, {}
-    compact, kept, masks = pruning_.l1_filter_prune(graph, plan)
+    compact, kept, masks = l1_filter_prune(graph, plan)
     masked = widen(graph, compact, kept) if kept else copy.deepcopy(compact)
     return compact, masked, kept, masks
 
@@ -176,7 +251,7 @@ def hint_points(model: nn.Module, input_shape) -> list[tuple[str, str | None]]:
 
 
 def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_progress):
-    """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(student, masked, kept, masks, info)``."""
+    """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(masked student, kept, masks, info)``."""
     teacher = graph.model
     compact, _, kept, masks = _l1_norm(graph, plan)
     bn = opts["bn"]
@@ -187,7 +262,7 @@ def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_
         loss, regressors, info = _fitnet_loss(graph, compact, images, labels, kept, opts, batch_size)
     try:
         finetune(compact, images, labels, steps=opts["steps"], lr=opts["lr"], weight_decay=opts["weight_decay"],
-                 masks=masks or None, batch_size=batch_size, bn_train=(bn == "train"), seed=seed,
+                 masks=masks or None, batch_size=batch_size, bn=bn, seed=seed,
                  show_progress=show_progress, loss=loss, extra_parameters=[p for r in regressors for p in r.parameters()])
     finally:
         for handle in info.pop("handles", []):
@@ -195,7 +270,7 @@ def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_
     if bn == "train":  # the network evaluated is the one trained: batch statistics of the K-shot set
         reestimate_bn(compact, images, None, batch_size)
     masked = widen(graph, compact, kept) if kept else compact
-    return (copy.deepcopy(compact) if masked is compact else compact), masked, kept, masks, info
+    return masked, kept, masks, info
 
 
 def _fitnet_loss(graph, student, images, labels, kept, opts, batch_size):
@@ -385,7 +460,7 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
     started = time.perf_counter()
     if name not in METHODS:
         raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(METHODS)}")
-    opts = _check_options(name, options)
+    opts = dataclasses.asdict(options_for(name, **options))
     if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor with N labels, got shapes "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}")
@@ -396,14 +471,12 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
     plan = _check_plan(name, graph, plan)
     history, masks, extra = [], {}, {}
     if name == "l1-norm":
-        student, masked, kept, masks = _l1_norm(graph, plan)
+        _, masked, kept, masks = _l1_norm(graph, plan)
         opts = {"bn": "keep"}  # data-free
     elif name in ("bp", "fitnet"):
-        student, masked, kept, masks, extra = _end_to_end(name, graph, images, labels, plan, opts, seed,
-                                                          batch_size, show_progress)
+        masked, kept, masks, extra = _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_progress)
     else:
         masked, kept, history, extra = _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progress)
-        student = pruning_.remove_channels(copy.deepcopy(masked), kept, graph.input_shape)
     config = {
         "method": name, **opts, **extra,
         "bn_description": "the teacher's BN statistics (data-free)" if name == "l1-norm" else
@@ -412,6 +485,4 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
         "images": len(images), "seed": seed,
     }
     masks = {site: mask.cpu() for site, mask in masks.items()}
-    return Compressed(student.eval(), masked.eval(), history, kept, masks, config, time.perf_counter() - started,
-                      graph.input_shape)
-
+    return Compressed(masked.eval(), history, kept, masks, config, time.perf_counter() - started, graph.input_shape)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import objectives, quantize, solvers
+from .baselines import METHODS as BASELINES
 from .sites import BN_MODES
 
 
@@ -41,17 +42,34 @@ def cmd_teacher(args) -> int:
     return 0
 
 
+def _options(pairs: list[str]) -> dict:
+    """``["bn=keep", "steps=100"]`` -> ``{"bn": "keep", "steps": 100}`` (values read as JSON, else text)."""
+    import json
+
+    options = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option takes NAME=VALUE (e.g. --option bn=keep), got {pair!r}")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
+
+
 def cmd_compress(args) -> int:
     from . import experiment, models
 
     config = experiment.RunConfig(
         data=args.data or ("digits" if args.arch == "digits" else ""),
-        arch=args.arch, teacher=args.teacher, method=args.objective, mu=args.mu, alpha=args.alpha, beta=args.beta,
-        pruning=args.scheme, k=args.k, seed=args.seed, solver=args.solver, bn=args.bn, ridge=args.ridge,
+        arch=args.arch, teacher=args.teacher, method=args.method, mu=args.mu, alpha=args.alpha, beta=args.beta,
+        pruning=args.pruning, k=args.k, seed=args.seed, solver=args.solver, bn=args.bn, ridge=args.ridge,
         rounds=args.rounds, steps=args.steps, lr=args.lr, finetune_steps=args.finetune_steps,
         batch_size=args.batch_size, test_limit=args.test_limit, device=args.device,
         quantize=args.quantize, quantizer=args.quantizer, granularity=args.granularity, quantize_steps=args.quantize_steps,
         num_classes=args.num_classes, stem=args.stem, input_size=args.input_size, linear=args.linear,
+        options=_options(args.option),
     )
     if not config.data:
         raise ValueError(f"--data is required for --arch {args.arch} (e.g. cifar10-folder:ROOT or imagenet:ROOT)")
@@ -62,7 +80,7 @@ def cmd_compress(args) -> int:
         data.cifar10(config.data.partition(":")[2], "test", download=True)
     result = experiment.run(config)
     t, s = result.teacher_size, result.student_size
-    print(f"method        {result.method_config.get('objective', config.method)} {result.method_config}")
+    print(f"method        {experiment.method_label(config)} {result.method_config}")
     print(f"teacher       {_percent(result.teacher_accuracy)}   params {_millions(t['params'])}   FLOPs {_millions(t['flops_dense'])}")
     print(f"student       {_percent(result.student_accuracy)}   params {_millions(s['params'])} "
           f"(non-zero {_millions(s['nonzero'])})   FLOPs {_millions(s['flops_dense'])} (effective {_millions(s['flops_effective'])})")
@@ -210,11 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--download", action="store_true", help="download CIFAR-10 into ROOT if missing")
     c.add_argument("--k", type=int, default=5, help="images per class (default 5)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--objective", default="cross", help="regression | correction | imitation | cross | soft | a baseline")
+    c.add_argument("--method", "--objective", dest="method", default="cross",
+                   help="regression | correction | imitation | cross | soft, or a baseline: " + ", ".join(BASELINES))
     c.add_argument("--mu", type=float, help=f"cross: weight of correction (default {objectives.DEFAULT_MU})")
     c.add_argument("--alpha", type=float, help="soft: teacher-side mix")
     c.add_argument("--beta", type=float, help="soft: student-side mix")
-    c.add_argument("--scheme", default="keep:0.5", help="keep:R (any model), sparse:R, VGG-A|B|C|50 (VGG-16), "
+    c.add_argument("--pruning", "--scheme", dest="pruning", default="keep:0.5", help="keep:R (any model), sparse:R, VGG-A|B|C|50 (VGG-16), "
                    "Res-30|50|70 (torchvision ResNets), none")
     c.add_argument("--solver", default="lstsq", choices=solvers.SOLVERS)
     c.add_argument("--bn", default="reestimate", choices=BN_MODES)
@@ -222,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rounds", type=int, default=solvers.DEFAULT_ROUNDS, help="lstsq: projection rounds")
     c.add_argument("--steps", type=int, default=solvers.REFERENCE_STEPS, help="reference/proximal: steps per layer")
     c.add_argument("--lr", type=float, default=solvers.REFERENCE_LR, help="reference: Adam learning rate")
+    c.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a baseline's setting, e.g. --option bn=keep --option steps=100 (see xdnb.baselines.OPTIONS)")
     c.add_argument("--finetune-steps", type=int, default=0, help="cross-entropy fine-tuning steps afterwards")
     c.add_argument("--batch-size", type=int, help="images per forward pass (default: all)")
     c.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this many test images")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import checks
 from .progress import progress
 
 #: Network-slimming CIFAR-10 normalisation (METHOD.md).
@@ -158,8 +159,7 @@ def imagefolder(root: str | Path, split: str | None = None, transform: str = "im
             f"image folder {folder} does not exist; expected one sub-folder per class"
             + (f" under {Path(root).expanduser()}/{split}" if split else "")
         )
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"input size must be a positive int, got {size!r}")
+    checks.integer("input_size", size, low=1, optional=True)
     return ImageFolder(str(folder), transform=transforms[transform](size))
 
 
@@ -205,10 +205,8 @@ def few_shot(dataset, k: int, seed: int) -> list[int]:
     ``(dataset, k, seed)`` on every run and machine. Raises :class:`ValueError` when ``k`` is not a
     positive int or a class has fewer than ``k`` items (naming that class).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k (images per class) must be a positive int, got {k!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    checks.integer("k (images per class)", k, low=1)
+    checks.integer("seed", seed, low=0)
     labels = torch.tensor(targets_of(dataset), dtype=torch.long)
     if len(labels) == 0:
         raise ValueError("the dataset is empty")

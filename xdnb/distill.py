@@ -14,6 +14,8 @@ result: ``"reestimate"`` (default), ``"keep"`` or ``"train"`` (see :data:`xdnb.s
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,29 +25,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import checks
 from . import objectives as objectives_
 from . import pruning as pruning_
 from . import quantize as quantize_
 from .graph import SiteStream, input_width, trace
+from .metrics import record_from_outputs
 from .progress import progress
 from .quadratic import LayerProblem, LayerTooLarge, check_layer, flat_weight, write_flat_weight
-from .sites import batch_norms, check_bn_mode, reestimate_bn, set_bn_statistics
-from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, ChannelTarget, Fit, WeightTarget, fit
+from .size import sparsity_of
+from .sites import batch_norms, capture_statistics, check_bn_mode, reestimate_bn, set_bn_statistics
+from .solvers import DEFAULT_RIDGE, SOLVER_OPTIONS, SOLVERS, ChannelTarget, Fit, WeightTarget, fit, options_from
 
 
 @dataclass
 class Compressed:
-    """The outcome of :func:`compress`.
+    """The outcome of :func:`compress` (and of every baseline, :mod:`xdnb.methods`).
 
-    ``student``: the compressed network (physically smaller for structured pruning, zeros in place
-    for unstructured); ``masked_student``: the same network at the teacher's width with pruned
-    channels zeroed (what per-layer metrics compare against the teacher); ``history``: one record
-    per site (see :func:`layer_record`); ``kept_channels``: site -> kept input channels (teacher
-    numbering); ``masks``: site -> bool weight mask (unstructured); ``config``: what was run;
-    ``input_shape``: (C, H, W) of one input, as traced.
+    ``masked_student``: the compressed network at the teacher's width, pruned channels zeroed
+    (what per-layer metrics compare against the teacher); ``kept_channels``: site -> kept input
+    channels, as indices in the teacher's numbering; :attr:`student` derives from these two the
+    physically smaller network. ``history``: one record per site (see :func:`fit_layers`);
+    ``masks``: site -> bool weight mask (unstructured); ``config``: what was run (``method``,
+    its parameters and settings); ``seconds``: wall time; ``input_shape``: (C, H, W) of one input.
     """
 
-    student: nn.Module
     masked_student: nn.Module
     history: list[dict]
     kept_channels: dict[str, list[int]] = field(default_factory=dict)
@@ -54,33 +58,83 @@ class Compressed:
     seconds: float = 0.0
     input_shape: tuple = ()
 
-
-@torch.no_grad()
-def layer_record(teacher_conv: nn.Conv2d, student_conv: nn.Conv2d, hT: torch.Tensor, hS: torch.Tensor) -> dict:
-    """Per-layer errors of a (teacher, student) conv pair on inputs ``hT``, ``hS`` (N, C_in, H, W).
-
-    Keys (all MSEs of pre-activation outputs): ``estimation_error`` L^r = ‖WT*hT − WS*hS‖²,
-    ``relative_error`` = L^r / mean((WT*hT)²), ``correction`` L^c, ``imitation`` L^i,
-    ``eps_S`` = ‖WS*hT − WS*hS‖², ``eps_T`` = ‖WT*hT − WT*hS‖².
-    """
-    return record_from_outputs(teacher_conv(hT), teacher_conv(hS), student_conv(hT), student_conv(hS))
+    @functools.cached_property
+    def student(self) -> nn.Module:
+        """The compressed network with the pruned channels removed (structured pruning; built once,
+        on first use); without removed channels, :attr:`masked_student` itself."""
+        if not self.kept_channels:
+            return self.masked_student
+        return pruning_.remove_channels(copy.deepcopy(self.masked_student), self.kept_channels, self.input_shape).eval()
 
 
-@torch.no_grad()
-def record_from_outputs(tT: torch.Tensor, tS: torch.Tensor, sT: torch.Tensor, sS: torch.Tensor) -> dict:
-    """:func:`layer_record` from the four conv outputs ``WT*hT, WT*hS, WS*hT, WS*hS``.
-    ``output_power`` = mean((WT*hT)²), the scale that turns any of the errors into a relative one."""
-    est = float(F.mse_loss(sS, tT))
-    power = float(tT.pow(2).mean())
-    return {
-        "estimation_error": est,
-        "relative_error": est / max(power, 1e-30),
-        "correction": float(F.mse_loss(sT, tT)),
-        "imitation": float(F.mse_loss(sS, tS)),
-        "eps_S": float(F.mse_loss(sT, sS)),
-        "eps_T": float(F.mse_loss(tT, tS)),
-        "output_power": power,
-    }
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's settings for the objectives: which solver fits each layer and with what
+    (``solver_options``, one of :data:`xdnb.solvers.SOLVER_OPTIONS`' types), the BN mode ``bn``,
+    ``linear`` (fit the linear layers too) and ``quantize`` (a :class:`~xdnb.quantize.Quantization`
+    or ``None``). Build one with :meth:`from_settings`."""
+
+    solver: str = "lstsq"
+    solver_options: object = None
+    bn: str = "reestimate"
+    linear: bool = False
+    quantize: quantize_.Quantization | None = None
+
+    def __post_init__(self):
+        checks.choice("solver", self.solver, SOLVERS)
+        if self.solver_options is None:
+            object.__setattr__(self, "solver_options", SOLVER_OPTIONS[self.solver]())
+        elif not isinstance(self.solver_options, SOLVER_OPTIONS[self.solver]):
+            raise ValueError(f"solver {self.solver!r} takes {SOLVER_OPTIONS[self.solver].__name__}, got {self.solver_options!r}")
+        check_bn_mode(self.bn)
+        checks.flag("linear", self.linear)
+        object.__setattr__(self, "quantize", quantize_.parse(self.quantize))
+
+    @classmethod
+    def from_settings(cls, solver: str = "lstsq", bn: str = "reestimate", linear: bool = False, quantize=None,
+                      strict: bool = True, **settings) -> "EngineOptions":
+        """From flat settings (``ridge``, ``rounds``, ``steps``, ``lr``; ``None`` = the solver's
+        default). ``strict``: a setting that neither the solver nor the quantizer reads is an error
+        (``solver="lstsq", steps=100`` names ``steps``); otherwise it is ignored (a
+        :class:`~xdnb.experiment.RunConfig` carries every solver's fields)."""
+        checks.known("compress", settings, ENGINE_SETTINGS, "setting")
+        checks.choice("solver", solver, SOLVERS)
+        given = {k: v for k, v in settings.items() if v is not None}
+        quantize = quantize_.parse(quantize)
+        reads = set(solver_fields(solver)) | ({"ridge"} if quantize is not None else set())
+        if strict and set(given) - reads:
+            name = sorted(set(given) - reads)[0]
+            raise ValueError(f"solver {solver!r} does not read {name}; it reads {', '.join(solver_fields(solver))}"
+                             + (" (and the quantizer the ridge)" if quantize is not None else ""))
+        if quantize is not None and "ridge" in given and "ridge" not in solver_fields(solver) and quantize.ridge is None:
+            quantize = dataclasses.replace(quantize, ridge=given["ridge"])  # only the quantizer reads it
+        return cls(solver, options_from(solver, given), bn, linear, quantize)
+
+    @property
+    def ridge(self) -> float:
+        """The ridge of the quantized fit (its own, else the solver's, else the default)."""
+        if self.quantize is not None and self.quantize.ridge is not None:
+            return self.quantize.ridge
+        return getattr(self.solver_options, "ridge", DEFAULT_RIDGE)
+
+    def describe(self) -> dict:
+        """The settings that decide the numbers, as recorded in a result's config."""
+        return {
+            "solver": self.solver,
+            "bn": self.bn,
+            **dataclasses.asdict(self.solver_options),
+            **({"quantize": self.quantize.describe()} if self.quantize is not None else {}),
+            **({"linear": True} if self.linear else {}),
+        }
+
+
+#: Every flat solver setting :func:`compress` accepts.
+ENGINE_SETTINGS = ("ridge", "rounds", "steps", "lr")
+
+
+def solver_fields(solver: str) -> tuple[str, ...]:
+    """The settings ``solver`` reads (``lstsq``: ridge, rounds; ``reference``: steps, lr; ``proximal``: steps)."""
+    return tuple(f.name for f in dataclasses.fields(SOLVER_OPTIONS[solver]))
 
 
 @torch.no_grad()
@@ -124,17 +178,17 @@ def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sit
     :class:`~xdnb.solvers.Fit`), which are written before the pass goes on. Batch norm follows
     ``bn``: with ``"reestimate"`` every student BN gets the statistics of its input when the pass
     reaches it (after the layers in front of it are fitted). Each layer is recorded (keys of
-    :func:`record_from_outputs`, kept channels, sparsity, ``objective``'s value before and after,
+    :func:`record_from_outputs`, ``in_channels`` and ``in_channels_kept`` (counts), ``sparsity``, ``objective``'s value before and after,
     seconds) and passed to ``callback(record)``. A layer whose system exceeds the memory cap
     (:class:`xdnb.quadratic.LayerTooLarge`) keeps the teacher's weights, and its record says so
     (``note``). Returns ``(history, kept_channels, masks)``.
     """
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
-    capture_mode = "batch" if bn == "train" else "eval"
+    statistics = capture_statistics(bn)
     names = [site.name for site in sites]
     by_name = {site.name: site for site in sites}
-    teacher_inputs = iter(SiteStream(teacher, names, images, batch_size, capture_mode))
-    student_inputs = SiteStream(student, names, images, batch_size, capture_mode,
+    teacher_inputs = iter(SiteStream(teacher, names, images, batch_size, statistics))
+    student_inputs = SiteStream(student, names, images, batch_size, statistics,
                                 bns=batch_norms(student) if bn == "reestimate" else ())
     history, kept_channels, masks = [], {}, {}
     bar = progress(range(len(sites)), desc=desc, enabled=show_progress)
@@ -169,8 +223,8 @@ def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sit
             "layer": name,
             "index": index,
             "in_channels": input_width(teacher_conv),
-            "kept_channels": len(kept_channels.get(name, ())) or input_width(teacher_conv),
-            "sparsity": pruning_.sparsity_of(student_conv.weight),
+            "in_channels_kept": len(kept_channels.get(name, ())) or input_width(teacher_conv),
+            "sparsity": sparsity_of(student_conv.weight),
             "objective_before": objective_value(objective, tT, tS, tT, tS),
             "objective_after": objective_value(objective, tT, tS, sT, sS),
             **record_from_outputs(tT, tS, sT, sS),
@@ -200,11 +254,12 @@ def compress(
     quantize=None,
     solver: str = "lstsq",
     bn: str = "reestimate",
-    ridge: float = DEFAULT_RIDGE,
-    rounds: int = DEFAULT_ROUNDS,
-    steps: int = REFERENCE_STEPS,
-    lr: float = REFERENCE_LR,
+    ridge: float | None = None,
+    rounds: int | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
     linear: bool = False,
+    options: EngineOptions | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     callback: Callable[[dict], None] | None = None,
@@ -217,57 +272,55 @@ def compress(
     ``soft`` with ``alpha``, ``beta``) or an :class:`~xdnb.objectives.Objective`. ``pruning``: a
     plan from :mod:`xdnb.pruning`, a spec string (``"VGG-A"``, ``"Res-50"``, ``"keep:0.5"``,
     ``"sparse:0.9"``), a mapping ``{layer: kept channels or ratio}`` or ``None`` (refit only).
-    ``solver``: ``lstsq`` (``ridge``, ``rounds``), ``reference`` or ``proximal`` (``steps``,
-    ``lr``). ``bn``: ``reestimate``, ``keep`` or ``train``. ``linear``: fit the ``nn.Linear``
-    layers too (default: convs only, as the paper). ``batch_size``: images per forward pass
-    (``None`` = all at once). ``callback(record)`` runs after every layer. The teacher is not
-    modified. ``quantize``: ``None``, a bit width, a dict such as ``{"bits": 2, "quantizer": "ste",
-    "granularity": "channel"}`` or a :class:`~xdnb.quantize.Quantization`: each layer is fitted
-    by ``solver`` first, then its weights are fitted onto the k-bit grid (the first conv too, see
-    :mod:`xdnb.quantize`).
+    ``solver``: ``lstsq`` (reads ``ridge``, ``rounds``), ``reference`` (``steps``, ``lr``) or
+    ``proximal`` (``steps``); a setting left ``None`` takes the solver's default and a setting
+    the solver does not read is an error. ``bn``: ``reestimate``, ``keep`` or ``train``.
+    ``linear``: fit the ``nn.Linear`` layers too (default: convs only, as the paper). ``options``:
+    all of these at once as an :class:`EngineOptions` (instead of the keywords). ``batch_size``:
+    images per forward pass (``None`` = all at once). ``callback(record)`` runs after every layer.
+    The teacher is not modified. ``quantize``: ``None``, a bit width, a dict such as ``{"bits": 2,
+    "quantizer": "ste", "granularity": "channel"}`` or a :class:`~xdnb.quantize.Quantization`:
+    each layer is fitted by ``solver`` first, then its weights are fitted onto the k-bit grid (the
+    first conv too, see :mod:`xdnb.quantize`).
     """
     started = time.perf_counter()
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
-    check_bn_mode(bn)
+    if options is None:
+        options = EngineOptions.from_settings(solver, bn, linear, quantize, ridge=ridge, rounds=rounds, steps=steps, lr=lr)
+    elif not isinstance(options, EngineOptions):
+        raise ValueError(f"options must be an EngineOptions, got {type(options).__name__}")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
+    checks.integer("batch_size", batch_size, low=1, optional=True)
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher = copy.deepcopy(teacher).to(device).eval()  # never touch the caller's teacher
     images = images.to(device)
-    graph = trace(teacher, tuple(images.shape[1:]), linear=linear)
+    graph = trace(teacher, tuple(images.shape[1:]), linear=options.linear)
     student = copy.deepcopy(teacher)
     plan = pruning_.parse(graph, pruning)
-    sites = graph.sites
-    quant = quantize_.parse(quantize)
+    quant = options.quantize
     stems = graph.stems if quant is not None and quant.first_conv else []
-    sites = stems + sites
-    options = {"ridge": ridge, "rounds": rounds, "steps": steps, "lr": lr}
+    sites = stems + graph.sites
 
     def fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS) -> Fit:
         problem = LayerProblem(objective, teacher_conv, hT, hS, (tT, tS))
         target = None if site in stems else _target_for(plan, site, teacher_conv)
-        result = fit(solver, problem, target, **options)
+        result = fit(options.solver, problem, target, options.solver_options)
         if quant is not None:
-            result = quantize_.fit(quant.quantizer, problem, target, start=result, **{"ridge": ridge, **quant.options()})
+            result = quantize_.fit(quant.quantizer, problem, target, start=result, **{**quant.options(), "ridge": options.ridge})
         return result
 
-    history, kept_channels, masks = fit_layers(teacher, student, images, sites, fit_site, objective=objective, bn=bn,
+    history, kept_channels, masks = fit_layers(teacher, student, images, sites, fit_site, objective=objective, bn=options.bn,
                                                batch_size=batch_size, callback=callback, show_progress=show_progress,
                                                desc=f"compressing ({objective})")
-    masked = student
-    compact = pruning_.remove_channels(copy.deepcopy(student), kept_channels, graph.input_shape)
     config = {
-        **objective.describe(),
-        "solver": solver,
-        "bn": bn,
+        "method": objective.name, **dict(objective.params),
+        **options.describe(),
         "pruning": None if plan is None else plan.scheme,
         "pruning_kind": None if plan is None else plan.kind,
         "images": len(images),
-        **({"ridge": ridge, "rounds": rounds} if solver == "lstsq" else {"steps": steps} if solver == "proximal" else {"steps": steps, "lr": lr}),
-        **({"quantize": quant.describe()} if quant is not None else {}),
-        **({"linear": True} if linear else {}),
         **({"unprunable": unprunable} if (unprunable := _unprunable(plan, graph)) else {}),
     }
-    return Compressed(compact.eval(), masked.eval(), history, kept_channels, masks, config, time.perf_counter() - started,
+    return Compressed(student.eval(), history, kept_channels, masks, config, time.perf_counter() - started,
                       graph.input_shape)

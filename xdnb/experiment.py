@@ -20,16 +20,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import __version__, data, distill, metrics, models, objectives, pruning
+from . import __version__, baselines, checks, data, distill, methods, metrics, models, objectives, size
 from . import quantize as quantize_
 from .finetune import finetune
-from .sites import check_bn_mode
-from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS, SOLVERS
+from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS
 
-#: Fields added after runs were first stored: at their defaults they stay out of a run's key.
-_LATER_FIELDS = {"num_classes": None, "stem": None, "input_size": None, "linear": False}
+#: Optional features at their "off" value: left out of a run's key (see :meth:`RunConfig.decisive`).
+_OFF = {"num_classes": None, "stem": None, "input_size": None, "linear": False}
 _FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr")
 _QUANTIZE_DEFAULTS = ("ste", "channel", quantize_.DEFAULT_STEPS)
+#: The engine's settings (objectives only; a baseline reads ``options``).
+ENGINE_FIELDS = ("solver", "bn", "ridge", "rounds", "steps", "lr")
+QUANTIZE_FIELDS = ("quantizer", "granularity", "quantize_steps")
 
 
 @dataclass(frozen=True)
@@ -90,78 +92,104 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError(f"data must be a dataset spec such as 'digits' or 'cifar10-folder:ROOT', got {self.data!r}")
+        checks.text("data", self.data, "'digits' or 'cifar10-folder:ROOT'")
         if not isinstance(self.arch, str) or not (self.arch in models.ARCHS or ":" in self.arch):
             raise ValueError(f"arch must be one of {', '.join(models.ARCHS)}, torchvision:NAME or package.module:function, "
                              f"got {self.arch!r}")
-        if self.stem not in models.STEMS:
-            raise ValueError(f"stem must be None or 'cifar', got {self.stem!r}")
-        if not isinstance(self.linear, bool):
-            raise ValueError(f"linear must be True or False, got {self.linear!r}")
-        if self.method not in methods():
-            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(methods())}")
-        if self.method in objectives.OBJECTIVES:
-            objectives.get(self.method, mu=self.mu, alpha=self.alpha, beta=self.beta)
-        # a parameter the method ignores would make two identical runs look different (sweep keys)
-        if self.mu is not None and self.method != "cross":
-            raise ValueError(f"mu only applies to method 'cross', not {self.method!r}; leave mu=None")
-        if (self.alpha is not None or self.beta is not None) and self.method != "soft":
-            raise ValueError(f"alpha and beta only apply to method 'soft', not {self.method!r}; leave them None")
+        checks.choice("stem", self.stem, [s for s in models.STEMS if s is not None], optional=True)
+        checks.flag("linear", self.linear)
+        methods.params_of(self.method, self.mu, self.alpha, self.beta)
         if self.pruning is not None and not isinstance(self.pruning, str):
             raise ValueError(f"pruning must be a spec string (e.g. 'keep:0.5', 'VGG-A', 'sparse:0.9') or None, got {self.pruning!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        check_bn_mode(self.bn)
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive int, got {self.k!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        for name, low in (("rounds", 0), ("steps", 1), ("finetune_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        checks.integer("k", self.k, low=1)
+        checks.integer("seed", self.seed, low=0)
+        checks.integer("finetune_steps", self.finetune_steps, low=0)
         for name in ("batch_size", "test_limit", "num_classes", "input_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-        for name in ("ridge", "lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.options, dict):
-            raise ValueError(f"options must be a dict of JSON values, got {type(self.options).__name__}")
-        try:
-            json.dumps(self.options, allow_nan=False)
-        except (TypeError, ValueError):
-            raise ValueError(f"options must hold only JSON values (str, number, bool, None, list, dict), got {self.options!r}") from None
+            checks.integer(name, getattr(self, name), low=1, optional=True)
+        checks.json_dict("options", self.options)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.quantize is not None:
-            if self.method not in objectives.OBJECTIVES:
+        if self.method in objectives.OBJECTIVES:
+            if self.options:
+                raise ValueError(f"options are the baselines' settings; the objective {self.method!r} takes the fields "
+                                 f"solver, bn, ridge, rounds, steps, lr (got options={self.options!r})")
+            if self.quantize is None and (self.quantizer, self.granularity, self.quantize_steps) != _QUANTIZE_DEFAULTS:
+                raise ValueError("quantizer, granularity and quantize_steps only apply with quantize=BITS; "
+                                 f"got quantize=None with {self.quantizer!r}, {self.granularity!r}, {self.quantize_steps!r}")
+            self.quantization()
+            for name in ("ridge", "lr"):
+                checks.number(name, getattr(self, name), low=0)
+            for name, low in (("rounds", 0), ("steps", 1)):
+                checks.integer(name, getattr(self, name), low=low)
+            self.method_options()
+        else:
+            if self.quantize is not None:
                 raise ValueError(f"quantize applies to the distillation objectives ({', '.join(objectives.OBJECTIVES)}), "
                                  f"not the baseline {self.method!r}; leave quantize=None")
-            self.quantization()
-        elif (self.quantizer, self.granularity, self.quantize_steps) != _QUANTIZE_DEFAULTS:
-            raise ValueError("quantizer, granularity and quantize_steps only apply with quantize=BITS; "
-                             f"got quantize=None with {self.quantizer!r}, {self.granularity!r}, {self.quantize_steps!r}")
+            changed = [f for f in ENGINE_FIELDS + QUANTIZE_FIELDS + ("linear",) if getattr(self, f) != _DEFAULTS[f]]
+            if changed:
+                raise ValueError(f"{changed[0]} is the engine's setting and applies to the objectives only; the baseline "
+                                 f"{self.method!r} reads its settings from options (e.g. options={{'bn': 'keep'}}; "
+                                 f"allowed: {', '.join(baselines.DEFAULTS[self.method]) or 'none'})")
+            self.method_options()
         if self.arch not in ("digits", "resnet34") and not self.teacher:
             raise ValueError(f"arch {self.arch!r} needs teacher=PATH (a state dict of the trained teacher)")
         return self
 
+    def method_options(self):
+        """The typed options of this run's method (:func:`xdnb.methods.options_for`): for an
+        objective the engine's settings its solver reads, for a baseline its ``options``."""
+        if self.method in objectives.OBJECTIVES:
+            return distill.EngineOptions.from_settings(self.solver, self.bn, self.linear, self.quantization(), strict=False,
+                                                       **{name: getattr(self, name) for name in distill.ENGINE_SETTINGS})
+        return methods.options_for(self.method, self.options)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self) -> str:
-        """A stable 16-hex-digit hash of every field: equal configs give equal keys on any machine
-        and Python version (canonical JSON: sorted keys, ``repr`` floats). Sweeps use it to skip
-        finished runs. Float fields are compared as floats (``mu=1`` and ``mu=1.0`` share a key)."""
+    def decisive(self) -> dict:
+        """The fields that decide this run's numbers: every field except the engine settings its
+        method does not read (a baseline reads none of solver, bn, ridge, rounds, steps, lr; lstsq
+        does not read steps or lr, ...), the quantization fields of an unquantized run, and the
+        optional features while they are off (``num_classes``, ``stem``, ``input_size`` None,
+        ``linear`` False: a field added later at its off value leaves earlier keys unchanged)."""
         values = self.to_dict()
-        for name, default in _LATER_FIELDS.items():
-            if values.get(name) == default:
+        for name, off in _OFF.items():
+            if values.get(name) == off:
                 values.pop(name)
-        if values.get("quantize") is None:  # unquantized runs keep the keys they had before quantization existed
-            for name in ("quantize", "quantizer", "granularity", "quantize_steps"):
+        if values.get("quantize") is None:
+            for name in QUANTIZE_FIELDS:
+                values.pop(name, None)
+        if self.method in objectives.OBJECTIVES:
+            reads = set(distill.solver_fields(self.solver)) | ({"ridge"} if self.quantize is not None else set())
+            for name in set(distill.ENGINE_SETTINGS) - reads:
+                values.pop(name)
+            values.pop("options")
+        else:
+            for name in ENGINE_FIELDS:
+                values.pop(name)
+        for name in _FLOAT_FIELDS:
+            if name in values and isinstance(values[name], int) and not isinstance(values[name], bool):
+                values[name] = float(values[name])
+        return values
+
+    def key(self) -> str:
+        """A stable 16-hex-digit hash of :meth:`decisive`: equal configs give equal keys on any
+        machine and Python version (canonical JSON: sorted keys, ``repr`` floats), and two configs
+        that differ only in a setting their method ignores share a key. Sweeps use it to skip
+        finished runs. Float fields are compared as floats (``mu=1`` and ``mu=1.0`` share a key)."""
+        return config_key(self.decisive())
+
+    def legacy_key(self) -> str:
+        """The key this config had in stores written before keys left out the settings a method
+        ignores (every field hashed, except the optional features and quantization when off).
+        :class:`xdnb.sweep.ResultStore` reads such lines under their new :meth:`key`."""
+        values = self.to_dict()
+        for name, off in _OFF.items():
+            if name not in ("quantize",) and values.get(name) == off:
+                values.pop(name)
+        if values.get("quantize") is None:
+            for name in ("quantize",) + QUANTIZE_FIELDS:
                 values.pop(name, None)
         for name in _FLOAT_FIELDS:
             if isinstance(values[name], int) and not isinstance(values[name], bool):
@@ -187,13 +215,16 @@ class RunConfig:
         return cls(**values)
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+
+
 @dataclass
 class Result:
     """A finished run (JSON-serialisable through :meth:`to_dict` / :meth:`to_json`).
 
     Accuracies are fractions in [0, 1]; ``teacher_size``/``student_size``: ``params``, ``nonzero``,
     ``flops_dense``, ``flops_effective``; ``history``: one record per layer (see
-    :func:`xdnb.distill.layer_record`); ``seconds``: compression (+ fine-tuning) time,
+    :func:`xdnb.metrics.layer_record`); ``seconds``: compression (+ fine-tuning) time,
     ``total_seconds``: the whole run; ``versions``: package versions, the device and torch's
     thread count (numbers are reproducible on the same machine with the same thread count).
     """
@@ -251,25 +282,10 @@ def config_key(config: dict) -> str:
 
 
 def method_label(config: RunConfig | dict) -> str:
-    """A short row label: the method name, with ``mu`` for cross and ``alpha, beta`` for soft
-    (``cross mu=0.6``, ``soft a=0.5 b=0.5``); defaults are spelled out so labels never hide them."""
+    """A run's row label, :func:`xdnb.methods.label` of its method and parameters
+    (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``)."""
     values = config.to_dict() if isinstance(config, RunConfig) else config
-    method = values["method"]
-    if method == "cross":
-        mu = values.get("mu")
-        return f"cross mu={objectives.DEFAULT_MU if mu is None else mu:g}"
-    if method == "soft":
-        return f"soft a={values['alpha']:g} b={values['beta']:g}"
-    return method
-
-
-def methods() -> tuple[str, ...]:
-    """Every method name :func:`run` accepts: the objectives, then the baselines."""
-    try:
-        from .baselines import METHODS as baseline_methods
-    except ImportError:  # the baselines module is optional while it is being built
-        baseline_methods = ()
-    return tuple(objectives.OBJECTIVES) + tuple(baseline_methods)
+    return methods.label(values["method"], values)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -299,13 +315,32 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+#: Test sets up to this many bytes of decoded images are held in memory between the runs of one
+#: process (CIFAR-10's 10 000 images: 123 MB); larger ones (ImageNet's validation set: ~30 GB) are
+#: decoded batch by batch at every evaluation. Both give the same numbers (the same batches of 100).
+IN_MEMORY_BYTES = 1 << 29
+
+
 @functools.lru_cache(maxsize=4)
 def _test_set(spec: str, limit: int | None, input_size: int | None = None):
+    """The evaluation images of a run: the test split, or a seeded subset of ``limit`` of them;
+    decoded into memory when small (:data:`IN_MEMORY_BYTES`), else a dataset streamed in batches."""
     dataset = data.load(spec, "test", input_size=input_size)
     indices = None
     if limit is not None and limit < len(dataset):
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].sort().values.tolist()
-    return data.stack(dataset, indices, desc="loading test images")
+    count = len(dataset) if indices is None else len(indices)
+    image = dataset[0][0]
+    if count * image.numel() * image.element_size() <= IN_MEMORY_BYTES:
+        return data.stack(dataset, indices, desc="loading test images")
+    return dataset if indices is None else torch.utils.data.Subset(dataset, indices)
+
+
+def evaluate(model, test_set) -> float:
+    """Top-1 accuracy of ``model`` on :func:`_test_set`'s in-memory ``(images, labels)`` or streamed dataset."""
+    if isinstance(test_set, tuple):
+        return metrics.accuracy(model, *test_set)
+    return metrics.accuracy_on(model, test_set)
 
 
 @functools.lru_cache(maxsize=4)
@@ -321,12 +356,7 @@ def load_teacher(config: RunConfig):
 @functools.lru_cache(maxsize=4)
 def _teacher_accuracy(teacher_fields: tuple, spec: str, limit: int | None, input_size: int | None, device: str) -> float:
     model = load_teacher(RunConfig(data=spec, **dict(teacher_fields))).to(device)
-    x_test, y_test = _test_set(spec, limit, input_size)
-    return metrics.accuracy(model, x_test, y_test)
-
-
-def input_shape(config: RunConfig, images: torch.Tensor) -> tuple[int, ...]:
-    return tuple(images.shape[1:])
+    return evaluate(model, _test_set(spec, limit, input_size))
 
 
 def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
@@ -338,36 +368,24 @@ def run(config: RunConfig, callback=None, show_progress: bool = True) -> Result:
     train = _train_set(config.data, config.input_size)
     indices = data.few_shot(train, config.k, config.seed)
     images, labels = data.stack(train, indices, desc="loading few-shot images")
-    plan = config.pruning
     compress_started = time.perf_counter()
     torch.manual_seed(config.seed)
-    if config.method in objectives.OBJECTIVES:
-        outcome = distill.compress(
-            teacher, images, config.method, mu=config.mu, alpha=config.alpha, beta=config.beta, pruning=plan,
-            solver=config.solver, bn=config.bn, ridge=config.ridge, rounds=config.rounds, steps=config.steps,
-            lr=config.lr, batch_size=config.batch_size, device=device, callback=callback, show_progress=show_progress,
-            quantize=config.quantization(), linear=config.linear,
-        )
-    else:
-        from . import baselines
-
-        outcome = baselines.run(config.method, teacher, images, labels, plan, seed=config.seed, device=device,
-                                batch_size=config.batch_size, callback=callback, show_progress=show_progress,
-                                **config.options)
+    outcome = methods.compress(config.method, teacher, images, labels, pruning=config.pruning, mu=config.mu,
+                               alpha=config.alpha, beta=config.beta, options=config.method_options(), seed=config.seed,
+                               device=device, batch_size=config.batch_size, callback=callback, show_progress=show_progress)
     student = outcome.student
     if config.finetune_steps:
         student = finetune(student, images, labels, steps=config.finetune_steps, masks=outcome.masks or None,
                            seed=config.seed, show_progress=show_progress)
     seconds = time.perf_counter() - compress_started
-    x_test, y_test = _test_set(config.data, config.test_limit, config.input_size)
-    shape = input_shape(config, images)
+    shape = tuple(images.shape[1:])
     teacher_fields = tuple((k, getattr(config, k)) for k in ("arch", "teacher", "num_classes", "stem"))
     return Result(
         config=config.to_dict(),
         teacher_accuracy=_teacher_accuracy(teacher_fields, config.data, config.test_limit, config.input_size, str(device)),
-        student_accuracy=metrics.accuracy(student, x_test, y_test),
-        teacher_size={**pruning.count_params(teacher), **{f"flops_{k}": v for k, v in pruning.count_flops(teacher, shape).items()}},
-        student_size={**pruning.count_params(student), **{f"flops_{k}": v for k, v in pruning.count_flops(student, shape).items()}},
+        student_accuracy=evaluate(student, _test_set(config.data, config.test_limit, config.input_size)),
+        teacher_size=size.measure(teacher, shape),
+        student_size=size.measure(student, shape),
         history=outcome.history,
         few_shot_indices=list(indices),
         kept_channels=outcome.kept_channels,

@@ -14,19 +14,21 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .progress import progress
+from .sites import check_bn_mode
 
 
 def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, lr: float = 1e-3,
              weight_decay: float = 5e-4, masks: dict[str, torch.Tensor] | None = None, batch_size: int | None = None,
-             bn_train: bool = False, seed: int = 0, show_progress: bool = True,
+             bn: str = "keep", seed: int = 0, show_progress: bool = True,
              loss: Callable[[torch.Tensor, object], torch.Tensor] | None = None,
              extra_parameters: Iterable[nn.Parameter] = ()) -> nn.Module:
     """Fine-tune ``model`` in place with SGD (momentum 0.9) on ``images`` (N, C, H, W) and
     ``labels`` (N,); returns it in eval mode.
 
-    ``masks``: module name -> bool mask of that module's weight (True = kept). ``bn_train``:
-    let BN use batch statistics and update its running statistics (default: BN frozen, the
-    safer choice with a handful of images). ``batch_size=None`` uses the whole set each step.
+    ``masks``: module name -> bool mask of that module's weight (True = kept). ``bn``: a BN
+    mode (:data:`xdnb.sites.BN_MODES`); ``"train"`` lets BN use batch statistics and update its
+    running statistics, ``"keep"`` and ``"reestimate"`` freeze them (the default, the safer choice
+    with a handful of images). ``batch_size=None`` uses the whole set each step.
     ``loss(logits, batch)``: replaces the cross-entropy (``batch`` indexes the images of the step,
     a slice or an index tensor); ``extra_parameters`` are optimised too (e.g. FitNet regressors).
     """
@@ -42,7 +44,7 @@ def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, st
         prune.custom_from_mask(modules[name], "weight", mask.to(device))
     optimizer = torch.optim.SGD([*model.parameters(), *extra_parameters], lr=lr, momentum=0.9, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    model.train(bn_train)  # bn_train=False: BN (and everything else) in eval mode
+    model.train(check_bn_mode(bn) == "train")  # else BN (and everything else) in eval mode
     try:
         for _ in progress(range(steps), desc="fine-tuning", enabled=show_progress):
             batch = torch.randperm(len(images), generator=generator)[:batch_size] if batch_size else slice(None)

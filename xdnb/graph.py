@@ -42,6 +42,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+#: The BN statistics a forward pass normalises with (see :class:`SiteStream`).
+STATISTICS = ("running", "batch")
+
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 SITE_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -383,22 +386,23 @@ class SiteStream:
     Iterating yields ``(name, input)`` with ``input`` (N, ...) concatenated over batches; the pass
     is paused meanwhile, so the caller may change the module just yielded (or anything after it)
     and the pass goes on through the changed network: what is yielded equals a fresh capture of
-    the network as it is at that moment. ``bn_mode``: ``"eval"`` (running statistics) or
-    ``"batch"`` (each batch's statistics; see :func:`bn_batch_statistics`). The model runs in eval
+    the network as it is at that moment. ``statistics``: the BN statistics the pass normalises with,
+    ``"running"`` (the BN layers' running statistics) or ``"batch"`` (each batch's own; see
+    :func:`bn_batch_statistics`). The model runs in eval
     mode and its mode is restored afterwards. A module missing from the pass is an error.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], images: torch.Tensor, batch_size: int | None = None,
-                 bn_mode: str = "eval", bns: Sequence[str] = ()):
-        if bn_mode not in ("eval", "batch"):
-            raise ValueError(f"bn_mode must be 'eval' or 'batch', got {bn_mode!r}")
+                 statistics: str = "running", bns: Sequence[str] = ()):
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}, got {statistics!r}")
         modules = dict(model.named_modules())
         wanted = list(names) + [b for b in bns if b not in set(names)]
         self.required = list(names)  # batch norms the pass never reaches are simply not yielded
         missing = [n for n in wanted if n not in modules]
         if missing:
             raise ValueError(f"model has no module {missing[0]!r}")
-        self.model, self.images, self.batch_size, self.bn_mode = model, images, batch_size, bn_mode
+        self.model, self.images, self.batch_size, self.statistics = model, images, batch_size, statistics
         self.watched = {modules[n]: n for n in wanted}
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -409,7 +413,7 @@ class SiteStream:
             self.model.eval()
         passes = []
         pending = set(self.required)
-        statistics = bn_batch_statistics(self.model) if self.bn_mode == "batch" else contextlib.nullcontext()
+        statistics = bn_batch_statistics(self.model) if self.statistics == "batch" else contextlib.nullcontext()
         by_thread: dict = {}
 
         def hook(module, inputs):
@@ -456,16 +460,16 @@ class SiteStream:
 
 @torch.no_grad()
 def capture_inputs(model: nn.Module, names: Sequence[str], images: torch.Tensor, batch_size: int | None = None,
-                   bn_mode: str = "eval") -> dict[str, torch.Tensor]:
+                   statistics: str = "running") -> dict[str, torch.Tensor]:
     """Inputs of the modules ``names`` when ``model`` runs on ``images``: ``{name: (N, ...)}``,
     from one forward pass (:class:`SiteStream`)."""
-    return {name: x.clone() for name, x in SiteStream(model, names, images, batch_size, bn_mode)}
+    return {name: x.clone() for name, x in SiteStream(model, names, images, batch_size, statistics)}
 
 
 def capture_input(model: nn.Module, name: str, images: torch.Tensor, batch_size: int | None = None,
-                  bn_mode: str = "eval") -> torch.Tensor:
+                  statistics: str = "running") -> torch.Tensor:
     """The input of module ``name`` on ``images``: (N, C_in, H, W) for a conv."""
-    return capture_inputs(model, [name], images, batch_size, bn_mode)[name]
+    return capture_inputs(model, [name], images, batch_size, statistics)[name]
 
 
 def feature_points(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, str | None]]:

@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from . import checks
+
 RUNTIMES = ("torch", "onnxruntime")
 DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 20
@@ -38,10 +40,8 @@ def _check(batch_sizes, threads, runtime, warmup, repeats) -> None:
     for name, values in (("batch_sizes", batch_sizes), ("threads", threads)):
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
             raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    checks.integer("warmup", warmup, low=0)
+    checks.integer("repeats", repeats, low=1)
 
 
 def _source_name(source) -> str:

@@ -11,10 +11,38 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .distill import layer_record
-from .progress import progress
 from .graph import SiteStream, trace
+from .progress import progress
+
+
+@torch.no_grad()
+def layer_record(teacher_conv: nn.Conv2d, student_conv: nn.Conv2d, hT: torch.Tensor, hS: torch.Tensor) -> dict:
+    """Per-layer errors of a (teacher, student) conv pair on inputs ``hT``, ``hS`` (N, C_in, H, W).
+
+    Keys (all MSEs of pre-activation outputs): ``estimation_error`` L^r = ‖WT*hT − WS*hS‖²,
+    ``relative_error`` = L^r / mean((WT*hT)²), ``correction`` L^c, ``imitation`` L^i,
+    ``eps_S`` = ‖WS*hT − WS*hS‖², ``eps_T`` = ‖WT*hT − WT*hS‖².
+    """
+    return record_from_outputs(teacher_conv(hT), teacher_conv(hS), student_conv(hT), student_conv(hS))
+
+
+@torch.no_grad()
+def record_from_outputs(tT: torch.Tensor, tS: torch.Tensor, sT: torch.Tensor, sS: torch.Tensor) -> dict:
+    """:func:`layer_record` from the four conv outputs ``WT*hT, WT*hS, WS*hT, WS*hS``.
+    ``output_power`` = mean((WT*hT)²), the scale that turns any of the errors into a relative one."""
+    est = float(F.mse_loss(sS, tT))
+    power = float(tT.pow(2).mean())
+    return {
+        "estimation_error": est,
+        "relative_error": est / max(power, 1e-30),
+        "correction": float(F.mse_loss(sT, tT)),
+        "imitation": float(F.mse_loss(sS, tS)),
+        "eps_S": float(F.mse_loss(sT, sS)),
+        "eps_T": float(F.mse_loss(tT, tS)),
+        "output_power": power,
+    }
 
 
 @torch.no_grad()
@@ -59,7 +87,7 @@ def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, b
     """Per-site errors of ``student`` against ``teacher`` on ``images`` (eval-mode BN).
 
     One dict per conv site, front to back, with ``layer``, ``index`` and the keys of
-    :func:`xdnb.distill.layer_record` (estimation error L^r, relative error, L^c, L^i, eps_S,
+    :func:`layer_record` (estimation error L^r, relative error, L^c, L^i, eps_S,
     eps_T) plus ``bound``: ``2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)`` at mu = 0.5
     (see :func:`bound`). Site inputs are streamed front to back, one forward pass per network
     (:class:`xdnb.graph.SiteStream`). ``linear``: include the linear layers (as in a compression

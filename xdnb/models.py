@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .progress import progress
 
 #: VGG-16 for CIFAR-10: 13 conv3x3 layers, 'M' = 2x2 max-pool.
@@ -222,8 +223,7 @@ def build(arch: str, num_classes: int | None = None, stem: str | None = None) ->
         raise ValueError(f"arch must be a name such as 'digits', 'vgg16', 'torchvision:resnet18' or 'pkg.mod:fn', got {arch!r}")
     if stem not in STEMS:
         raise ValueError(f"stem must be None or 'cifar', got {stem!r}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    checks.integer("num_classes", num_classes, low=1, optional=True)
     if arch in ("digits", "vgg16"):
         if num_classes not in (None, 10) or stem is not None:
             raise ValueError(f"arch {arch!r} has 10 classes and its own stem; leave num_classes and stem unset")
@@ -358,8 +358,7 @@ def teacher(name: str = "digits", seed: int = 0, cache_dir: str | Path | None = 
       ``pkg.mod:fn``, with ``num_classes`` and ``stem``): built, then ``checkpoint`` (a state
       dict, read with ``weights_only=True``) loaded into it.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    checks.integer("seed", seed, low=0)
     if name == "resnet34" and checkpoint is None and stem is None and num_classes in (None, 1000):
         return resnet34("imagenet").eval()
     if name != "digits":
@@ -392,6 +391,7 @@ def train_digits_teacher(seed: int, path: str | Path) -> None:
 
     code = "import sys; from xdnb.models import _train_digits_teacher_here; _train_digits_teacher_here(int(sys.argv[1]), sys.argv[2])"
     env = {**os.environ, **TRAINING_ENV}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # an unusable cache folder fails here, in one line
     completed = subprocess.run([sys.executable, "-c", code, str(seed), str(path)], env=env)
     if completed.returncode != 0 or not Path(path).exists():
         raise RuntimeError(f"training the digits teacher (seed {seed}) failed in its child process (exit {completed.returncode})")

@@ -28,12 +28,13 @@ and serve as the oracle.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import checks
 
 #: Reference default of the hard cross connection.
 DEFAULT_MU = 0.6
@@ -42,13 +43,7 @@ OBJECTIVES = ("regression", "correction", "imitation", "cross", "soft")
 
 def check_unit_interval(name: str, value) -> float:
     """Return ``value`` as float if it lies in [0, 1]; else raise ValueError naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
-    if math.isnan(number) or not 0.0 <= number <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return number
+    return checks.fraction(name, value, zero=True, one=True)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def styled(fig: go.Figure, title: str | None = None, **layout) -> go.Figure:
 # --- per-layer figures (tutorials) ---------------------------------------------------------------
 #
 # Builders for the tutorial notebooks and panels. Their inputs are plain per-layer records (dicts
-# with ``layer``, ``index`` and the error keys of :func:`xdnb.distill.layer_record`), as returned by
+# with ``layer``, ``index`` and the error keys of :func:`xdnb.metrics.layer_record`), as returned by
 # the engine's history / callback and by :func:`xdnb.metrics.layer_errors`. Errors are drawn
 # relative to each layer's teacher output power ``mean((WT*hT)²)`` (see :func:`layer_value`).
 
@@ -218,7 +218,7 @@ def kept_channels_figure(curves: dict[str, list[dict]], *, names: dict | None = 
         fig.add_trace(go.Bar(x=layer_labels(first, names), y=[r["in_channels"] for r in first], name="teacher",
                              marker=dict(color="rgba(0,0,0,0)", line=dict(color="#444", width=1.5))))
     for position, (label, records) in enumerate(curves.items()):
-        y = [round(1 - r["sparsity"], 4) for r in records] if weights else [r["kept_channels"] for r in records]
+        y = [round(1 - r["sparsity"], 4) for r in records] if weights else [r["in_channels_kept"] for r in records]
         fig.add_trace(go.Bar(x=layer_labels(records, names), y=y, name=label, marker_color=method_color(label, position)))
     default = "Kept weights per layer" if weights else "Kept input channels per layer"
     return styled(fig, default if title is None else title, barmode="group" if weights else "overlay",

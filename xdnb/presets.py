@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import experiment, objectives, plots, tables
+from . import baselines, experiment, methods, plots, tables
 from .experiment import RunConfig
 from .sweep import SweepReport, alpha_beta_grid, grid, mu_grid, run_sweep
 
@@ -47,8 +47,6 @@ PRESETS = {
 SOFT = "soft:0.5,0.5"
 #: Our methods in table order (after the baselines, as in the paper).
 OURS = ("regression", "correction", "imitation", "cross", SOFT)
-#: Baselines that only exist for channel pruning (METHOD.md; :mod:`xdnb.baselines` has the final say).
-STRUCTURED_ONLY = ("fskd", "thinet", "cp")
 VGG_SCHEMES = ("VGG-A", "VGG-B", "VGG-C", "VGG-50")
 SPARSITIES = ("sparse:0.5", "sparse:0.7", "sparse:0.9", "sparse:0.95")
 #: Methods of the quantization preset (the baselines do not quantize).
@@ -119,14 +117,10 @@ def _matches(result: dict, where: dict | None) -> bool:
 
 
 def available_methods(structured: bool = True) -> list[str]:
-    """Method specs of a full preset: the baselines found in :mod:`xdnb.baselines`, then ours."""
-    names = experiment.methods()
-    try:
-        from .baselines import STRUCTURED_ONLY as channel_only
-    except ImportError:
-        channel_only = STRUCTURED_ONLY
-    baselines = [m for m in names if m not in objectives.OBJECTIVES and (structured or m not in channel_only)]
-    return baselines + list(OURS)
+    """Method specs of a full preset: the baselines (without the channel-only ones for unstructured
+    pruning), then ours."""
+    chosen = [m for m in methods.BASELINES if structured or m not in baselines.STRUCTURED_ONLY]
+    return chosen + list(OURS)
 
 
 def cifar10_spec(data_root) -> str:

@@ -1,4 +1,4 @@
-"""Pruning: plans, projections, schedules, physical channel removal, and size counting.
+"""Pruning plans and physical channel removal.
 
 Structured pruning removes *input-channel groups* ``W[:, i, :, :]`` of a fitted layer; the
 producing layer's output filters and everything coupled to them go too (:mod:`xdnb.graph`), so
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import checks
 from .graph import ModelGraph, input_width, remove_channels as _remove_group_channels, trace
 
 #: Kept input channels of conv1..conv13 of VGG-16 (the paper's; conv1 = the image, 3 channels).
@@ -83,14 +84,12 @@ class WeightPruning:
         return f"{self.scheme}: {100 * self.sparsity:g} % of the weights of every fitted layer removed"
 
 
-def _check_ratio(name: str, value) -> float:
+def _number_in(spec: str, text: str):
+    """The number after the colon of a ``keep:R`` / ``sparse:R`` spec (the text itself if it is none)."""
     try:
-        ratio = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
-    if math.isnan(ratio) or not 0.0 < ratio <= 1.0:
-        raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
-    return ratio
+        return float(text)
+    except ValueError:
+        raise ValueError(f"pruning spec {spec!r}: {text!r} is not a number") from None
 
 
 def _kept(channels: int, keep_ratio: float) -> int:
@@ -143,7 +142,7 @@ def structured(graph: ModelGraph, scheme) -> ChannelPruning:
                                  f"{', '.join(list(width)[:8])}{', …' if len(width) > 8 else ''}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{layer}: keep an int number of channels or a ratio in (0, 1], got {value!r}")
-            keep[layer] = value if isinstance(value, int) else _kept(width[layer], _check_ratio(f"{layer} keep ratio", value))
+            keep[layer] = value if isinstance(value, int) else _kept(width[layer], checks.fraction(f"{layer} keep ratio", value, one=True))
         name = "custom"
     elif isinstance(scheme, str) and scheme in VGG16_SCHEMES:
         if len(convs) != 12:
@@ -157,7 +156,7 @@ def structured(graph: ModelGraph, scheme) -> ChannelPruning:
         keep = _res_scheme(graph, scheme, width)
         name = scheme
     elif isinstance(scheme, (int, float)) and not isinstance(scheme, bool):
-        ratio = _check_ratio("keep ratio", scheme)
+        ratio = checks.fraction("keep ratio", scheme, one=True)
         keep = {s.name: _kept(width[s.name], ratio) for s in convs if s.prunable}
         name = f"keep:{ratio:g}"
     else:
@@ -177,12 +176,7 @@ def structured(graph: ModelGraph, scheme) -> ChannelPruning:
 
 def unstructured(sparsity: float) -> WeightPruning:
     """Remove ``sparsity`` (a fraction in (0, 1)) of the weights of every fitted layer."""
-    try:
-        value = float(sparsity)
-    except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a fraction in (0, 1), got {sparsity!r}") from None
-    if math.isnan(value) or not 0.0 < value < 1.0:
-        raise ValueError(f"sparsity must be a fraction in (0, 1) (e.g. 0.9 for 90 % removed), got {sparsity!r}")
+    value = checks.fraction("sparsity (the fraction of weights removed, e.g. 0.9)", sparsity)
     return WeightPruning(value, f"sparse:{value:g}")
 
 
@@ -199,63 +193,13 @@ def parse(graph: ModelGraph, spec):
         raise ValueError(f"pruning spec must be a string (e.g. 'keep:0.5', 'VGG-A', 'sparse:0.9'), a mapping "
                          f"{{layer: channels}} or None, got {spec!r}")
     if spec.startswith("sparse:"):
-        return unstructured(spec.partition(":")[2])
+        return unstructured(_number_in(spec, spec.partition(":")[2]))
     if spec.startswith("keep:"):
-        return structured(graph, _check_ratio("keep ratio", spec.partition(":")[2]))
+        return structured(graph, checks.fraction("keep ratio", _number_in(spec, spec.partition(":")[2]), one=True))
     return structured(graph, spec)
 
 
-# --- projections -------------------------------------------------------------------------------
-
-
-def group_norms(weight: torch.Tensor, group_size: int) -> torch.Tensor:
-    """L2 norm of each input-channel group of ``weight`` (C_out, C_in·k) -> (C_in,)."""
-    return weight.reshape(weight.shape[0], -1, group_size).pow(2).sum((0, 2)).sqrt()
-
-
-def keep_top_channels(weight: torch.Tensor, kept: torch.Tensor, budget: int, group_size: int) -> torch.Tensor:
-    """Of the channels ``kept``, the ``budget`` whose weight groups have the largest L2 norm
-    (sorted ascending; ties go to the lower index)."""
-    if budget >= len(kept):
-        return kept
-    norms = group_norms(weight, group_size)[kept]
-    order = torch.argsort(-norms, stable=True)
-    return torch.sort(kept[order[:budget]]).values
-
-
-def keep_top_weights(weight: torch.Tensor, mask: torch.Tensor, budget: int) -> torch.Tensor:
-    """A mask keeping the ``budget`` largest-magnitude weights inside ``mask``."""
-    if budget >= int(mask.sum()):
-        return mask
-    scores = torch.where(mask, weight.abs(), torch.full_like(weight, -1.0)).flatten()
-    order = torch.argsort(-scores, stable=True)
-    new = torch.zeros_like(scores, dtype=torch.bool)
-    new[order[:budget]] = True
-    return new.reshape(mask.shape)
-
-
-def linear_budget(total: int, target: int, done: int, ramp: int) -> int:
-    """The annealed budget after ``done`` of ``ramp`` steps: falls linearly from ``total`` to
-    ``target`` (the reference code's schedule)."""
-    if ramp <= 0 or done >= ramp:
-        return target
-    return total - int(math.ceil((total - target) * done / ramp))
-
-
-def group_soft_threshold(weight: torch.Tensor, threshold: float, group_size: int) -> torch.Tensor:
-    """Proximal operator of ``threshold·Σ_i ‖W[:, i]‖₂`` (group lasso) on ``weight`` (C_out, D)."""
-    groups = weight.reshape(weight.shape[0], -1, group_size)
-    norms = groups.pow(2).sum((0, 2), keepdim=True).sqrt()
-    shrink = (1 - threshold / norms.clamp_min(1e-30)).clamp_min(0.0)
-    return (groups * shrink).reshape(weight.shape)
-
-
-def soft_threshold(weight: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Proximal operator of ``threshold·‖W‖₁``."""
-    return torch.sign(weight) * (weight.abs() - threshold).clamp_min(0.0)
-
-
-# --- physical removal and size ----------------------------------------------------------------
+# --- physical removal ----------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -275,83 +219,3 @@ def remove_channels(model: nn.Module, kept_channels: dict[str, torch.Tensor | li
 def _has_linear_sites(kept_channels, model) -> bool:
     modules = dict(model.named_modules())
     return any(isinstance(modules.get(name), nn.Linear) for name in kept_channels)
-
-
-def count_params(model: nn.Module) -> dict[str, int]:
-    """``{"params": all parameters, "nonzero": non-zero parameters}`` (the latter counts what
-    unstructured pruning removes)."""
-    params = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    return {"params": params, "nonzero": nonzero}
-
-
-@torch.no_grad()
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """FLOPs of one forward pass on one input of ``input_shape`` (C, H, W), counted by
-    ``torch.utils.flop_counter`` (a multiply-add = 2 FLOPs). ``"dense"``: all FLOPs;
-    ``"effective"``: each conv's (and linear's) FLOPs scaled by its weights' density (what unstructured sparsity
-    could save)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    parameter = next(model.parameters())
-    x = torch.zeros(1, *input_shape, dtype=parameter.dtype, device=parameter.device)
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
-    model.train(was_training)
-    dense = int(counter.get_total_flops())
-    saved = 0.0
-    per_module = counter.get_flop_counts()
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            key = next((k for k in per_module if k == name or k.endswith("." + name)), None)
-            if key is None:
-                continue
-            flops = sum(per_module[key].values())
-            density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
-            saved += flops * (1.0 - density)
-    return {"dense": dense, "effective": int(round(dense - saved))}
-
-
-def sparsity_of(weight: torch.Tensor) -> float:
-    """Fraction of zero entries."""
-    return 1.0 - float(torch.count_nonzero(weight)) / weight.numel()
-
-
-@torch.no_grad()
-def l1_filter_prune(graph: ModelGraph, plan) -> tuple[nn.Module, dict[str, list[int]], dict[str, torch.Tensor]]:
-    """Data-free magnitude pruning of a copy of the traced model (the L1-norm baseline, Li et al. 2017).
-
-    Structured: for each site, keep the input channels whose producing filters have the largest
-    L1 norm (summed over the producers when several feed it, e.g. through a concat), then remove
-    the rest physically. Unstructured: in each fitted layer, zero the ``sparsity`` fraction of
-    weights with the smallest magnitude (biases untouched). Returns ``(pruned model,
-    kept_channels, masks)``; the original is untouched.
-    """
-    import copy
-
-    from .graph import channel_map
-
-    pruned = copy.deepcopy(graph.model)
-    teacher_modules, modules = dict(graph.model.named_modules()), dict(pruned.named_modules())
-    kept_channels, masks = {}, {}
-    for site in graph.sites:
-        layer = modules[site.name]
-        if isinstance(plan, ChannelPruning) and site.name in plan.keep:
-            norms = torch.zeros(input_width(layer), dtype=layer.weight.dtype)
-            for producer, pairs in channel_map(graph, site.name).items():
-                own, root = (torch.tensor(v, dtype=torch.long) for v in zip(*pairs))
-                l1 = teacher_modules[producer].weight.detach().abs().flatten(1).sum(1).cpu()
-                norms.index_add_(0, root, l1[own])
-            order = torch.argsort(-norms, stable=True)
-            kept_channels[site.name] = torch.sort(order[: plan.keep[site.name]]).values.tolist()
-        elif isinstance(plan, WeightPruning):
-            flat = layer.weight.reshape(layer.weight.shape[0], -1)
-            mask = keep_top_weights(flat, torch.ones_like(flat, dtype=torch.bool), plan.kept_weights(flat.numel()))
-            layer.weight.mul_(mask.reshape(layer.weight.shape))
-            masks[site.name] = mask.reshape(layer.weight.shape)
-    if kept_channels:
-        remove_channels(pruned, kept_channels, graph.input_shape)
-    return pruned, kept_channels, masks

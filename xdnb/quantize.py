@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import checks
 from .quadratic import LayerProblem
 from .solvers import DEFAULT_RIDGE, Fit, fit_lstsq
 
@@ -78,9 +79,7 @@ def check_bits(bits) -> int:
 
 
 def _check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    return checks.choice(name, value, allowed)
 
 
 def levels(bits: int) -> int:
@@ -291,10 +290,8 @@ def _common(problem, target, start, bits, granularity, scale, ridge, steps, lr):
     bits = check_bits(bits)
     _check_choice("granularity", granularity, GRANULARITIES)
     _check_choice("scale", scale, SCALES)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr (in grid steps) must be a positive number, got {lr!r}")
+    checks.integer("steps", steps, low=0)
+    checks.number("lr (in grid steps)", lr, above=0)
     start = _start(problem, target, start, ridge)
     objective = _Objective(problem, ridge)
     support = _support(problem, start)
@@ -304,7 +301,7 @@ def _common(problem, target, start, bits, granularity, scale, ridge, steps, lr):
 
 
 def fit_round(problem: LayerProblem, target=None, *, bits: int = 4, granularity: str = "channel", scale: str = "mse",
-              ridge: float = DEFAULT_RIDGE, start: Fit | None = None, refit_scale: bool = False, **_) -> Fit:
+              ridge: float = DEFAULT_RIDGE, start: Fit | None = None, refit_scale: bool = False) -> Fit:
     """Round the starting weights to the nearest grid point (no data used beyond ``start``)."""
     bits, start, objective, support, weight, grid = _common(problem, target, start, bits, granularity, scale, ridge, 0, 1.0)
     return _finish(objective, weight, grid, bits, start, support, refit_scale, {"quantizer": "round"})
@@ -312,7 +309,7 @@ def fit_round(problem: LayerProblem, target=None, *, bits: int = 4, granularity:
 
 def fit_ste(problem: LayerProblem, target=None, *, bits: int = 4, granularity: str = "channel", scale: str = "mse",
             steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR["ste"], ridge: float = DEFAULT_RIDGE,
-            start: Fit | None = None, refit_scale: bool = True, **_) -> Fit:
+            start: Fit | None = None, refit_scale: bool = True) -> Fit:
     """Straight-through estimator: Adam on latent weights with gradients taken at ``Q(W)``;
     returns the best quantized iterate (see the module docstring)."""
     bits, start, objective, support, latent, grid = _common(problem, target, start, bits, granularity, scale, ridge, steps, lr)
@@ -335,12 +332,11 @@ def fit_ste(problem: LayerProblem, target=None, *, bits: int = 4, granularity: s
 
 def fit_proxquant(problem: LayerProblem, target=None, *, bits: int = 4, granularity: str = "channel", scale: str = "mse",
                   steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR["proxquant"], ridge: float = DEFAULT_RIDGE,
-                  start: Fit | None = None, refit_scale: bool = True, strength: float = DEFAULT_STRENGTH, **_) -> Fit:
+                  start: Fit | None = None, refit_scale: bool = True, strength: float = DEFAULT_STRENGTH) -> Fit:
     """ProxQuant: Adam gradient steps, each followed by the proximal step towards the nearest grid
     point with a threshold rising linearly to ``strength`` Adam steps (``strength·lr`` grid steps);
     ends with an exact projection onto the grid."""
-    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
-        raise ValueError(f"strength must be a positive number, got {strength!r}")
+    checks.number("strength", strength, above=0)
     bits, start, objective, support, weight, grid = _common(problem, target, start, bits, granularity, scale, ridge, steps, lr)
     adam = _Adam(weight)
     for step in range(steps):
@@ -396,24 +392,22 @@ class Quantization:
         _check_choice("quantizer", self.quantizer, QUANTIZERS)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("scale", self.scale, SCALES)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"quantize steps must be a non-negative int, got {self.steps!r}")
-        if self.ridge is not None and (isinstance(self.ridge, bool) or not isinstance(self.ridge, (int, float))
-                                       or not math.isfinite(self.ridge) or self.ridge < 0):
-            raise ValueError(f"quantize ridge must be a number >= 0 or None, got {self.ridge!r}")
+        checks.integer("quantize steps", self.steps, low=0)
+        checks.number("quantize ridge", self.ridge, low=0, optional=True)
         for name in ("refit_scale", "first_conv"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"quantize {name} must be True or False, got {getattr(self, name)!r}")
+            checks.flag(f"quantize {name}", getattr(self, name))
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR.get(self.quantizer))
-        elif isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"quantize lr (in grid steps) must be a positive number, got {self.lr!r}")
+        else:
+            checks.number("quantize lr (in grid steps)", self.lr, above=0)
 
     def options(self) -> dict:
-        """Keyword arguments of the fit functions."""
-        return {"bits": self.bits, "granularity": self.granularity, "scale": self.scale, "steps": self.steps,
-                "refit_scale": self.refit_scale, **({"lr": self.lr} if self.lr is not None else {}),
-                **({"ridge": self.ridge} if self.ridge is not None else {})}
+        """Keyword arguments of this quantizer's fit function (``round`` takes no steps or lr)."""
+        common = {"bits": self.bits, "granularity": self.granularity, "scale": self.scale,
+                  "refit_scale": self.refit_scale, **({"ridge": self.ridge} if self.ridge is not None else {})}
+        if self.quantizer == "round":
+            return common
+        return {**common, "steps": self.steps, **({"lr": self.lr} if self.lr is not None else {})}
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,13 @@
 """Batch-norm handling and input capture of the fitted layers (*sites*, found by :mod:`xdnb.graph`).
 
-Captures run the network without gradients and return a layer's input. The BN layers can run
-with their running statistics (``"eval"``) or with each batch's statistics (``"batch"``, the
-reference code's train-mode capture, without touching running statistics).
+Two words for batch norm, one per level:
+
+- a *BN mode* (:data:`BN_MODES`: ``reestimate``, ``keep``, ``train``) is what a method does with the
+  student's BN layers (every ``bn`` option of xdnb takes one);
+- the *statistics* of a forward pass (:data:`xdnb.graph.STATISTICS`: ``running`` or ``batch``) are
+  what the BN layers normalise with during that pass; mode ``train`` captures with ``batch``
+  statistics (the reference code's train-mode capture, without touching running statistics), the
+  other modes with ``running`` ones (:func:`capture_statistics`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .graph import BN_TYPES, SiteStream, bn_batch_statistics, capture_input, capture_inputs  # noqa: F401 (re-exported)
 
 BN_MODES = ("reestimate", "keep", "train")
@@ -23,9 +29,12 @@ BN_DESCRIPTIONS = {
 
 
 def check_bn_mode(bn: str) -> str:
-    if bn not in BN_MODES:
-        raise ValueError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
-    return bn
+    return checks.choice("bn", bn, BN_MODES)
+
+
+def capture_statistics(bn: str) -> str:
+    """The statistics a capture pass uses under BN mode ``bn``: ``batch`` for ``train``, else ``running``."""
+    return "batch" if check_bn_mode(bn) == "train" else "running"
 
 
 def batch_norms(model: nn.Module) -> list[str]:

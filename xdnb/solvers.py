@@ -19,11 +19,13 @@ channels) or a :class:`WeightTarget` (keep that many weights).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
-from .pruning import group_norms, group_soft_threshold, keep_top_channels, keep_top_weights, linear_budget, soft_threshold
+from . import checks
+from .projections import group_norms, group_soft_threshold, keep_top_channels, keep_top_weights, linear_budget, soft_threshold
 from .quadratic import LayerProblem
 
 SOLVERS = ("lstsq", "reference", "proximal")
@@ -68,12 +70,64 @@ def _check_target(problem: LayerProblem, target) -> None:
         raise ValueError(f"cannot keep {target.keep} of {problem.weight_dim * problem.c_out} weights")
 
 
-def fit_lstsq(problem: LayerProblem, target=None, *, ridge: float = DEFAULT_RIDGE, rounds: int = DEFAULT_ROUNDS, **_) -> Fit:
+@dataclass(frozen=True)
+class LstsqOptions:
+    """``lstsq``: ``ridge`` (>= 0) towards the teacher's weights, ``rounds`` (>= 1) of projection."""
+
+    ridge: float = DEFAULT_RIDGE
+    rounds: int = DEFAULT_ROUNDS
+
+    def __post_init__(self):
+        checks.number("ridge", self.ridge, low=0)
+        checks.integer("rounds", self.rounds, low=1)
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """``reference``: Adam ``steps`` (>= 1) at learning rate ``lr`` (> 0)."""
+
+    steps: int = REFERENCE_STEPS
+    lr: float = REFERENCE_LR
+
+    def __post_init__(self):
+        checks.integer("steps", self.steps, low=1)
+        checks.number("lr", self.lr, above=0)
+
+
+@dataclass(frozen=True)
+class ProximalOptions:
+    """``proximal``: ``steps`` (>= 1) of proximal gradient (the step size is 1/L, no lr)."""
+
+    steps: int = REFERENCE_STEPS
+
+    def __post_init__(self):
+        checks.integer("steps", self.steps, low=1)
+
+
+#: Each solver's options: the only settings it reads.
+SOLVER_OPTIONS = {"lstsq": LstsqOptions, "reference": ReferenceOptions, "proximal": ProximalOptions}
+
+
+def solver_options(solver: str, **values):
+    """The typed options of ``solver`` from keyword values; a setting the solver does not read is
+    an error (``solver_options("lstsq", steps=10)`` names ``steps`` and what lstsq reads)."""
+    checks.choice("solver", solver, SOLVERS)
+    kind = SOLVER_OPTIONS[solver]
+    checks.known(f"solver {solver!r}", values, [f.name for f in dataclasses.fields(kind)], "setting")
+    return kind(**values)
+
+
+def options_from(solver: str, settings: dict):
+    """The typed options of ``solver`` from a dict that may hold every solver's settings (a
+    :class:`~xdnb.experiment.RunConfig`'s flat fields): only the ones ``solver`` reads are taken."""
+    checks.choice("solver", solver, SOLVERS)
+    kind = SOLVER_OPTIONS[solver]
+    return kind(**{f.name: settings[f.name] for f in dataclasses.fields(kind) if f.name in settings})
+
+
+def fit_lstsq(problem: LayerProblem, target=None, *, ridge: float = DEFAULT_RIDGE, rounds: int = DEFAULT_ROUNDS) -> Fit:
     """Closed-form fit; with a target, ``rounds`` projection rounds with a linearly falling budget."""
-    if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    LstsqOptions(ridge, rounds)
     _check_target(problem, target)
     g, c_in = problem.group_size, problem.c_in
     if target is None:
@@ -133,10 +187,9 @@ def _adam(weight: torch.Tensor, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam([weight], lr=lr)
 
 
-def fit_reference(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS, lr: float = REFERENCE_LR, **_) -> Fit:
+def fit_reference(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS, lr: float = REFERENCE_LR) -> Fit:
     """Adam from the teacher's weights; annealed hard projection over the first ``steps // 3``."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    ReferenceOptions(steps, lr)
     _check_target(problem, target)
     c_in = problem.c_in
     weight = problem.teacher_weight.clone().requires_grad_(True)
@@ -167,13 +220,12 @@ def fit_reference(problem: LayerProblem, target=None, *, steps: int = REFERENCE_
     return _result(final, target, kept, mask, {"steps": steps, "lr": lr})
 
 
-def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS, **_) -> Fit:
+def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_STEPS) -> Fit:
     """Proximal gradient (step 1/L) from the teacher's weights. lambda rises linearly over the first
     third from 0 to the value that zeroes everything (group lasso or L1); once at most the target
     survives, the largest ``target`` groups (weights) are frozen as the mask and gradient steps
     continue without the penalty."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    ProximalOptions(steps)
     _check_target(problem, target)
     g, c_in = problem.group_size, problem.c_in
     lipschitz = problem.lipschitz()
@@ -222,8 +274,13 @@ def fit_proximal(problem: LayerProblem, target=None, *, steps: int = REFERENCE_S
 FIT_FUNCTIONS = {"lstsq": fit_lstsq, "reference": fit_reference, "proximal": fit_proximal}
 
 
-def fit(solver: str, problem: LayerProblem, target=None, **options) -> Fit:
-    """Fit one layer with the named solver (``lstsq``, ``reference``, ``proximal``)."""
-    if solver not in FIT_FUNCTIONS:
-        raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}")
-    return FIT_FUNCTIONS[solver](problem, target, **options)
+def fit(solver: str, problem: LayerProblem, target=None, options=None, **values) -> Fit:
+    """Fit one layer with the named solver (``lstsq``, ``reference``, ``proximal``) and its
+    ``options`` (one of :data:`SOLVER_OPTIONS`' types, or keyword ``values`` checked by
+    :func:`solver_options`)."""
+    if options is None:
+        options = solver_options(solver, **values)
+    elif values or not isinstance(options, SOLVER_OPTIONS[checks.choice("solver", solver, SOLVERS)]):
+        raise ValueError(f"solver {solver!r} takes options of type {SOLVER_OPTIONS[solver].__name__} or keyword values, "
+                         f"not both; got {options!r} and {sorted(values)}")
+    return FIT_FUNCTIONS[solver](problem, target, **dataclasses.asdict(options))

@@ -6,7 +6,10 @@
   (:meth:`RunConfig.key`, a stable hash of the config) and a checksum of its result, and is
   appended whole under a file lock and fsynced. A line that is cut short, unparsable or fails its
   checksum is *damaged*: it is reported (a :class:`DamagedLineWarning` naming the line number),
-  moved to ``<file>.damaged`` (nothing is thrown away) and its run is done again.
+  moved to ``<file>.damaged`` (nothing is thrown away) and its run is done again. A line written
+  before run keys left out the settings a method ignores carries its config's
+  :meth:`~xdnb.experiment.RunConfig.legacy_key`: it is read under the config's present key (the
+  migration is this mapping; the file is not rewritten).
 - :func:`run_sweep` reads the store, skips the configs already finished and runs the rest on a
   ``concurrent.futures.Executor``: in this process by default, a local process pool
   (``workers=N``), or any executor you pass, e.g. a Dask cluster's ``client.get_executor()``.
@@ -29,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from . import objectives
+from . import checks, objectives
 from .experiment import Result, RunConfig, run
 from .progress import progress
 
@@ -147,10 +150,11 @@ def decode_line(line: str) -> tuple[str, dict]:
         raise ValueError("checksum mismatch")
     try:
         Result.from_dict(result)
-        key = RunConfig.from_dict(result["config"]).key()
+        config = RunConfig.from_dict(result["config"])
+        key = config.key()
     except (TypeError, ValueError) as error:
         raise ValueError(f"not a result ({error})") from None
-    if key != record["key"]:
+    if record["key"] not in (key, config.legacy_key()):  # a line of an older store: filed under its new key
         raise ValueError(f"key {record['key']!r} does not match its config (key {key!r})")
     return key, result
 
@@ -295,8 +299,7 @@ def process_pool(workers: int, threads: int = 1) -> Executor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    checks.integer("workers", workers, low=1)
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
 

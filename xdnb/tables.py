@@ -4,7 +4,7 @@
 scheme, the sparsity, mu, ...), averages the remaining repeats (the seeds) and returns a
 :class:`Table`; :func:`size_table` lists parameters and FLOPs per scheme. No pandas: a table is
 a few dicts and two tiny writers. Field names understood everywhere: ``method`` (a label such as
-``cross mu=0.6``), ``k``, ``seed``, ``scheme``, ``sparsity`` (percent removed, unstructured),
+``cross(mu=0.6)``), ``k``, ``seed``, ``scheme``, ``sparsity`` (percent removed, unstructured),
 ``mu``, ``alpha``, ``beta``, ``arch``, ``data``, ``solver``, ``bn``, and any other RunConfig field.
 Values: ``accuracy`` (student top-1, %), ``teacher_accuracy`` (%), ``drop`` (teacher − student,
 points), ``seconds``.

@@ -24,14 +24,17 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import data, distill, metrics, models, objectives, pruning, tables
+from . import data, distill, methods, metrics, models, size, tables
 from .plots import layer_labels, layer_value
-from .solvers import DEFAULT_RIDGE
 
 #: The digits default every tutorial starts from: 75 % of the input channels of every prunable
 #: conv removed, K = 1 image per class, batch-norm statistics re-estimated (METHOD.md).
 DEFAULT_PRUNING = "keep:0.25"
 DEFAULT_K = 1
+#: The settings of a run that a :class:`Trial` records from its outcome's config.
+SETTINGS = ("bn", "solver", "ridge", "rounds", "steps", "lr", "weight_decay", "hint_weight", "temperature", "quantize", "linear")
+
+
 @dataclass
 class Trial:
     """One compression and its measurements (see module docstring).
@@ -50,13 +53,8 @@ class Trial:
 
     @property
     def label(self) -> str:
-        """``regression``, ``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``..."""
-        s = self.settings
-        if s["method"] == "cross":
-            return f"cross(mu={s['mu']:g})"
-        if s["method"] == "soft":
-            return f"soft(alpha={s['alpha']:g}, beta={s['beta']:g})"
-        return s["method"]
+        """:func:`xdnb.methods.label`: ``regression``, ``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``..."""
+        return methods.label(self.settings["method"], self.settings)
 
     def errors(self, key: str = "relative_error", split: str = "held_out") -> list[float]:
         """One value per layer of ``key`` (relative to the teacher output power, see
@@ -76,17 +74,6 @@ class Trial:
     def names(self, names: dict | None = None) -> list[str]:
         """The layers' labels (``names``: e.g. :attr:`Bench.layer_names`)."""
         return layer_labels(self.held_out, names)
-
-    def summary(self, digits: int = 3) -> dict:
-        """Short rounded numbers for printing: accuracy (%), held-out relative L^r per layer,
-        and their sum."""
-        held = self.errors()
-        return {
-            "method": self.label,
-            "accuracy_%": round(100 * self.accuracy, 1),
-            "held_out_L^r": [round(v, digits) for v in held],
-            "sum": round(sum(held), digits),
-        }
 
 
 class Bench:
@@ -134,42 +121,30 @@ class Bench:
         return self._shots[key]
 
     def run(self, method: str = "regression", *, k: int = DEFAULT_K, seed: int = 0,
-            pruning: str | None = DEFAULT_PRUNING, bn: str | None = None, solver: str = "lstsq",
-            ridge: float = DEFAULT_RIDGE, mu: float | None = None, alpha: float | None = None,
+            pruning: str | None = DEFAULT_PRUNING, mu: float | None = None, alpha: float | None = None,
             beta: float | None = None, callback: Callable[[dict], None] | None = None, **options) -> Trial:
         """Compress the teacher with ``method`` on the ``(k, seed)`` K-shot set and measure it.
 
         ``method``: an objective (``regression``, ``correction``, ``imitation``, ``cross`` with
         ``mu`` (default 0.6), ``soft`` with ``alpha``, ``beta``) or a baseline of
-        :mod:`xdnb.baselines` (``options`` are its parameters). ``pruning``: a spec of
+        :mod:`xdnb.baselines`. ``options``: the method's settings (:func:`xdnb.methods.options_for`:
+        ``solver``, ``bn``, ``ridge``... for the objectives, a baseline's own, e.g. ``bn``,
+        ``steps``); the method's defaults otherwise. ``pruning``: a spec of
         :func:`xdnb.pruning.parse` (``keep:0.25``, ``sparse:0.9``, ``VGG-50``...) or ``None``.
-        ``bn``: ``reestimate``, ``keep`` or ``train``; ``None`` = the method's default
-        (``reestimate`` for the objectives, :data:`xdnb.baselines.DEFAULTS` for a baseline; l1-norm
-        always keeps the teacher's statistics). ``callback(record)`` runs after every layer (the
-        engine's record, on the K-shot images). Deterministic for a fixed seed and thread count.
+        ``callback(record)`` runs after every layer (the engine's record, on the K-shot images).
+        Goes through :func:`xdnb.methods.compress`, like :func:`xdnb.experiment.run`.
+        Deterministic for a fixed seed and thread count.
         """
         images, labels = self.shots(k, seed)
+        if method == "l1-norm":
+            options.pop("bn", None)  # data-free: it always keeps the teacher's BN statistics
+        typed = methods.options_for(method, options)
+        params = methods.params_of(method, mu, alpha, beta)
         torch.manual_seed(seed)
-        settings = {"method": method, "k": int(k), "seed": int(seed), "pruning": pruning, "bn": bn}
-        if method in objectives.OBJECTIVES:
-            bn = settings["bn"] = bn or "reestimate"
-            objective = objectives.get(method, mu=mu, alpha=alpha, beta=beta)
-            settings.update({"solver": solver, **({"ridge": ridge} if solver == "lstsq" else {}),
-                             **dict(objective.params), **options})
-            outcome = distill.compress(self.teacher, images, objective, pruning=pruning, solver=solver, bn=bn,
-                                       ridge=ridge, callback=callback, show_progress=False, **options)
-        else:
-            from . import baselines
-
-            if method not in baselines.METHODS:
-                allowed = ", ".join(objectives.OBJECTIVES + tuple(baselines.METHODS))
-                raise ValueError(f"unknown method {method!r}; allowed: {allowed}")
-            if bn is not None and method != "l1-norm":  # l1-norm is data-free: the teacher's BN statistics
-                options = {"bn": bn, **options}
-            outcome = baselines.run(method, self.teacher, images, labels, pruning, seed=seed, callback=callback,
-                                    show_progress=False, **options)
-            settings.update(options)
-            settings["bn"] = outcome.config.get("bn", "keep" if method == "l1-norm" else bn)
+        outcome = methods.compress(method, self.teacher, images, labels, pruning=pruning, mu=mu, alpha=alpha, beta=beta,
+                                   options=typed, seed=seed, callback=callback, show_progress=False)
+        settings = {"method": method, "k": int(k), "seed": int(seed), "pruning": pruning, **params,
+                    **{key: value for key, value in outcome.config.items() if key in SETTINGS}}
         held = metrics.layer_errors(self.teacher, outcome.masked_student, self.held_images)
         accuracy = metrics.accuracy(outcome.student, self.held_images, self.held_labels)
         return Trial(settings, outcome.history, held, accuracy, outcome.seconds, outcome)
@@ -180,8 +155,7 @@ class Bench:
 
     def size(self, model: nn.Module) -> dict:
         """Parameters (all, non-zero) and FLOPs (dense, effective) of ``model`` on one input."""
-        return {**pruning.count_params(model),
-                **{f"flops_{k}": v for k, v in pruning.count_flops(model, self.input_shape).items()}}
+        return size.measure(model, self.input_shape)
 
 
 def soft_grid(bench: Bench, alphas: Sequence[float], betas: Sequence[float], **settings) -> dict:

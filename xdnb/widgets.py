@@ -411,7 +411,7 @@ class PruningPanel(Panel):
             self.figure.data[0].x = labels if structured else []
             self.figure.data[0].y = [r["in_channels"] for r in trial.train] if structured else []
             self.figure.data[1].x = labels
-            self.figure.data[1].y = ([r["kept_channels"] for r in trial.train] if structured
+            self.figure.data[1].y = ([r["in_channels_kept"] for r in trial.train] if structured
                                      else [round(1 - r["sparsity"], 4) for r in trial.train])
             self.figure.layout.yaxis.title.text = "input channels" if structured else "kept fraction of weights"
             self._set(2, trial.held_out)
