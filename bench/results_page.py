@@ -243,11 +243,11 @@ def gains(results: list[dict], where: dict, columns: str, baselines) -> dict:
     t = tables.pivot(results, columns=columns, where=where)
     out = {}
     for column in t.columns:
-        if cell(t, "cross mu=0.6", column) is None:
+        if cell(t, "cross(mu=0.6)", column) is None:
             continue
         scored = [(cell(t, b, column), b) for b in baselines if cell(t, b, column) is not None]
         best, name = max(scored)
-        out[column] = (cell(t, "cross mu=0.6", column) - best, name)
+        out[column] = (cell(t, "cross(mu=0.6)", column) - best, name)
     return out
 
 
@@ -325,7 +325,7 @@ def against_regression(structured: list[dict], unstructured: list[dict]) -> str:
         t = tables.pivot(results, columns=columns, where=where)
         cells = []
         for column in t.columns:
-            cross, regression = t.stats("cross mu=0.6", column), t.stats("regression", column)
+            cross, regression = t.stats("cross(mu=0.6)", column), t.stats("regression", column)
             if cross is None or regression is None:
                 continue
             spread = max(cross[1] or 0.0, regression[1] or 0.0)

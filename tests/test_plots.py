@@ -12,7 +12,7 @@ from xdnb import plots
 def _record(index, est, power=2.0, eps_s=0.5, eps_t=0.25, kept=4, in_channels=8, sparsity=0.0):
     return {"layer": f"feature.{index}", "index": index, "estimation_error": est, "relative_error": est / power,
             "correction": 0.1, "imitation": 0.2, "eps_S": eps_s, "eps_T": eps_t, "output_power": power,
-            "kept_channels": kept, "in_channels": in_channels, "sparsity": sparsity}
+            "in_channels_kept": kept, "in_channels": in_channels, "sparsity": sparsity}
 
 
 HELD = [_record(0, 1.0), _record(1, 2.0, power=4.0), _record(2, 3.0, power=1.0)]
