@@ -7,8 +7,8 @@ from xdnb import metrics, models
 
 
 def network_slimming_state_dict(cfg=models.VGG16_CFG, num_classes=10, seed=0):
-    """A state dict in the reference code's VGG layout, built from METHOD.md's description
-    (not from xdnb.models): Conv/BN/ReLU triples and single MaxPools in `feature`, then
+    """A state dict in the reference code's VGG layout, built from the description in
+    docs/method.md, "Networks" (not from xdnb.models): Conv/BN/ReLU triples and single MaxPools in `feature`, then
     classifier.0 Linear, classifier.1 BN1d, classifier.3 Linear."""
     g = torch.Generator().manual_seed(seed)
     sd, idx, c_in = {}, 0, 3

@@ -1,4 +1,5 @@
-"""The paper's baselines behind the call shape of :func:`xdnb.distill.compress` (METHOD.md, "Baselines").
+"""The paper's baselines behind the call shape of :func:`xdnb.distill.compress` (docs/method.md,
+"Baselines").
 
 :func:`run` takes a method name, the teacher, the K-shot ``images`` (N, C, H, W) and ``labels``
 (N,), and a pruning plan, and returns the engine's :class:`~xdnb.distill.Compressed`:

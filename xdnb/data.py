@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from . import checks
 from .progress import progress
 
-#: Network-slimming CIFAR-10 normalisation (METHOD.md).
+#: Network-slimming CIFAR-10 normalisation (docs/method.md, "Networks").
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 #: torchvision's ImageNet normalisation.
@@ -122,7 +122,8 @@ def normalization(spec: str) -> dict:
 
 
 def cifar10(root: str | Path, split: str = "train", download: bool = False):
-    """torchvision's CIFAR-10 (python release) under ``root``, normalised as in METHOD.md.
+    """torchvision's CIFAR-10 (python release) under ``root``, normalised as in docs/method.md
+    ("Networks").
 
     Without the files in ``root/cifar-10-batches-py`` and without ``download=True`` this raises a
     :class:`FileNotFoundError` that says how to get them.

@@ -7,7 +7,7 @@ pruning target, if any) and frozen. A callback receives each layer's record as s
 layer is done, so a notebook can redraw a per-layer plot live. Finally pruned channels are
 removed, giving a physically smaller network.
 
-Batch normalisation is an explicit choice (METHOD.md, "Batch normalisation"), recorded in the
+Batch normalisation is an explicit choice (docs/method.md, "Batch normalisation"), recorded in the
 result: ``"reestimate"`` (default), ``"keep"`` or ``"train"`` (see :data:`xdnb.sites.BN_DESCRIPTIONS`).
 """
 

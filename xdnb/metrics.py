@@ -117,9 +117,10 @@ def layer_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, b
 
 
 def bound(record: dict, mu: float) -> float:
-    """The METHOD.md bound on the estimation error for one layer's record:
-    ``L^r <= 2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)``. It follows from
-    ``sqrt(L^r) <= sqrt(L^c) + sqrt(eps_S)`` and ``sqrt(L^r) <= sqrt(L^i) + sqrt(eps_T)``."""
+    """The bound on the estimation error for one layer's record (docs/method.md, "Inconsistencies
+    and the bound"): ``L^r <= 2·(mu·L^c + (1−mu)·L^i) + 2·(mu·eps_S + (1−mu)·eps_T)``. It
+    follows from ``sqrt(L^r) <= sqrt(L^c) + sqrt(eps_S)`` and
+    ``sqrt(L^r) <= sqrt(L^i) + sqrt(eps_T)``."""
     return 2 * (mu * record["correction"] + (1 - mu) * record["imitation"]) + 2 * (
         mu * record["eps_S"] + (1 - mu) * record["eps_T"]
     )

@@ -1,7 +1,8 @@
 """Networks, checkpoints and teachers.
 
-- :func:`vgg` builds the "network-slimming" VGG of METHOD.md from a channel list (state-dict keys
-  ``feature.N.*`` and ``classifier.N.*``, so the reference code's checkpoints load unchanged);
+- :func:`vgg` builds the "network-slimming" VGG of docs/method.md ("Networks") from a channel
+  list (state-dict keys ``feature.N.*`` and ``classifier.N.*``, so the reference code's
+  checkpoints load unchanged);
   :data:`VGG16_CFG` is VGG-16 for CIFAR-10 and :func:`digits_net` the small default for digits.
 - :func:`build` makes any supported architecture from a name: ``digits``, ``vgg16``, any
   torchvision classification model (``torchvision:resnet50``; ``stem="cifar"`` gives a ResNet the

@@ -1,8 +1,8 @@
 """The five layer-wise objectives of cross distillation, as one small family.
 
-Notation (METHOD.md): for layer l, ``hT`` is the teacher's input of the layer and ``hS`` the
-student's (it carries the error accumulated by the already-compressed layers); ``WT * h`` is the
-teacher's pre-activation conv output on ``h``, ``WS * h`` the student's. Every loss is a mean
+Notation (docs/method.md, "Notation"): for layer l, ``hT`` is the teacher's input of the layer
+and ``hS`` the student's (it carries the error accumulated by the already-compressed layers);
+``WT * h`` is the teacher's pre-activation conv output on ``h``, ``WS * h`` the student's. Every loss is a mean
 squared error (squared Frobenius norm averaged per element) of pre-activation outputs, the form
 the authors' reference code uses.
 

@@ -28,7 +28,8 @@ from . import data, distill, methods, metrics, models, size, tables
 from .plots import layer_labels, layer_value
 
 #: The digits default every tutorial starts from: 75 % of the input channels of every prunable
-#: conv removed, K = 1 image per class, batch-norm statistics re-estimated (METHOD.md).
+#: conv removed, K = 1 image per class, batch-norm statistics re-estimated (docs/method.md,
+#: "Batch normalisation").
 DEFAULT_PRUNING = "keep:0.25"
 DEFAULT_K = 1
 #: The settings of a run that a :class:`Trial` records from its outcome's config.
