@@ -34,6 +34,7 @@ STORE = HERE / "results" / "page"
 DOCS = REPO / "docs"
 FIGURES = DOCS / "results"
 DEFAULT_TEACHER = REPO.parent / "shared" / "data" / "vgg16_cifar10_teacher.pt"
+RESNET18_TEACHER = REPO.parent / "shared" / "data" / "resnet18_cifar10_teacher.pt"
 
 SEEDS = [0, 1, 2]
 KS = [1, 2, 5, 10]
@@ -44,6 +45,16 @@ MUS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 GRID = [0.0, 0.25, 0.5, 0.75, 1.0]
 ANALYSIS = [("regression", {}), ("correction", {}), ("imitation", {}), ("cross", {"mu": 0.6}), ("soft", {"alpha": 0.5, "beta": 0.5})]
 HELD_OUT = 1000  # seeded subset of the test split for the per-layer analysis
+#: The ResNet-18 section (issue 12): torchvision's ResNet-18 with the CIFAR stem of the shared teacher.
+RESNET18 = dict(arch="torchvision:resnet18", stem="cifar", num_classes=10)
+RESNET18_SCHEMES = ["keep:0.5", "Res-50"]
+RESNET18_KS = [1, 5]
+#: ResNet-18 runs are evaluated on a seeded subset of the test split: a full evaluation costs about
+#: a minute on one thread here, more than most compressions.
+RESNET18_TEST_LIMIT = 2000
+#: Page sections that render on their own from their own stores (``--sections``), each kept in
+#: ``docs/results.md`` between ``<!-- section NAME -->`` and ``<!-- end section NAME -->``.
+SECTION_NAMES = ("resnet18", "latency")
 
 
 def sweeps(root: str, teacher: str, ks, seeds) -> dict:
@@ -57,18 +68,29 @@ def sweeps(root: str, teacher: str, ks, seeds) -> dict:
     mu = presets.preset("mu-sweep", mus=MUS, ks=[1], **common).configs
     grid = presets.preset("alpha-beta-grid", alphas=GRID, betas=GRID, ks=[1], **common).configs
     # L1-norm uses no data: its student is the same for every K and seed, so it runs once per scheme
-    def data_free(configs):
-        seen, kept = set(), []
-        for c in configs:
-            if c.method == "l1-norm":
-                if c.pruning in seen:
-                    continue
-                seen.add(c.pruning)
-            kept.append(c)
-        return kept
-
     return {"structured": data_free(list(structured) + list(schemes)), "unstructured": data_free(unstructured),
             "mu": list(mu), "alpha-beta": list(grid)}
+
+
+def data_free(configs):
+    """``configs`` with one L1-norm run per scheme (it uses no data: the same student for every K and seed)."""
+    seen, kept = set(), []
+    for c in configs:
+        if c.method == "l1-norm":
+            if c.pruning in seen:
+                continue
+            seen.add(c.pruning)
+        kept.append(c)
+    return kept
+
+
+def resnet18_sweep(root: str, teacher: str, seeds) -> list[RunConfig]:
+    """The ResNet-18 section's runs, seed by seed (so a partial sweep holds whole seeds first)."""
+    configs = presets.preset("cifar10-vgg16-structured", data_root=root, teacher=teacher, schemes=RESNET18_SCHEMES,
+                             ks=RESNET18_KS, methods=BASELINES + OURS, seeds=seeds, arch=RESNET18["arch"],
+                             stem=RESNET18["stem"], num_classes=RESNET18["num_classes"],
+                             test_limit=RESNET18_TEST_LIMIT).configs
+    return data_free(sorted(configs, key=lambda c: c.seed))
 
 
 def load(name: str, configs=None) -> list[dict]:
@@ -252,7 +274,7 @@ def gains(results: list[dict], where: dict, columns: str, baselines) -> dict:
 
 
 def claims(structured: list[dict], unstructured: list[dict], layers: dict) -> list[tuple[str, str, str, str]]:
-    """The paper's claims (METHOD.md, last section), each checked by the rule stated with it.
+    """The paper's claims (docs/method.md, "The paper's claims"), each checked by the rule stated with it.
 
     Returns ``(claim, rule, verdict, evidence)``; the verdict is "holds" when every part of the
     rule is met, "partly holds" when some are, "does not hold" when none is.
@@ -422,7 +444,7 @@ runs alone took {engine_hours:.1f} h.
     parts.append(figure(plots.accuracy_vs_mu(mu, title="VGG-C, K = 1: accuracy vs mu"), "accuracy_vs_mu") + "\n")
     parts.append(tables.pivot(grid, rows="alpha", columns="beta", title="Soft cross distillation, VGG-C, K = 1: top-1 accuracy (%), alpha (rows) by beta (columns); (1, 1) = regression, (1, 0) = correction, (0, 1) = imitation").to_markdown() + "\n")
     parts.append("## 4. The paper's claims, checked one by one\n")
-    parts.append("Each claim of METHOD.md (last section) with the rule applied to the tables above and what came out. "
+    parts.append("Each claim of [the method page](method.md#the-papers-claims) with the rule applied to the tables above and what came out. "
                  "A rule was written before the numbers were seen, in `bench/results_page.py::claims`.\n")
     for claim, rule, verdict, evidence in claims(structured, unstructured, layers):
         parts.append(f"**{claim}** — **{verdict}**.\n\n- Rule: {rule}\n- Evidence: {evidence}\n")
@@ -492,29 +514,146 @@ def beyond(engine: list[dict]) -> str:
     return "The closed-form solver against the authors' protocol (Adam, 3000 steps per layer), same images and scheme:\n\n" + "\n".join(lines) + "\n"
 
 
+# --- sections that render on their own ----------------------------------------------------------
+
+
+def render_resnet18(seeds) -> str:
+    """Section 7: ResNet-18 on CIFAR-10 (issue 12), from ``resnet18.jsonl``."""
+    runs = load("resnet18")
+    head = ("## 7. Any CNN: torchvision's ResNet-18\n\n"
+            "The same protocol on a second teacher: torchvision's ResNet-18 (BasicBlock) with the CIFAR stem of "
+            "`../shared/data/resnet18_cifar10_teacher.pt` (conv1 3×3 stride 1, max-pool kept; `--arch torchvision:resnet18 "
+            "--stem cifar --num-classes 10`). Schemes: `keep:0.5` (every prunable site keeps half its input channels) and "
+            "the generalised `Res-50` (the inner conv of every BasicBlock keeps half its inputs, stage 4 whole; on ResNet-18 no "
+            "block is skipped). Input channels coupled through a residual sum stay at full width (the rule of "
+            "`xdnb.pruning`), so only each block's inner conv is pruned. K-shot draws of seeds "
+            f"{', '.join(map(str, seeds))}; **top-1 on a seeded subset of {RESNET18_TEST_LIMIT} test images** (the same subset "
+            "for every run; a full evaluation costs more than most compressions on this CPU), one torch thread per run. "
+            "Regenerate with `bench/results_page.py --sections resnet18`.\n")
+    if not runs:
+        return head + "\n(no runs stored yet)\n"
+    teacher_acc = 100 * runs[0]["teacher_accuracy"]
+    parts = [head, f"Teacher: **{teacher_acc:.2f} %** on this subset (88.07 % on all 10 000 test images, `../shared/data/README.md`).\n"]
+    with_data = [r for r in runs if r["config"]["method"] != "l1-norm"]
+    for scheme in RESNET18_SCHEMES:
+        chosen = [r for r in with_data if tables.field_value(r, "scheme") == scheme]
+        if not chosen:
+            continue
+        t = tables.pivot(chosen, columns="k", title=f"ResNet-18, {scheme}: top-1 accuracy (%) by K")
+        parts.append(t.to_markdown() + "\n")
+        l1 = [r for r in runs if r["config"]["method"] == "l1-norm" and tables.field_value(r, "scheme") == scheme]
+        if l1:
+            parts.append(f"L1-norm (no data, one run): {100 * l1[0]['student_accuracy']:.2f} %.\n")
+        parts.append(resnet18_reading(t) + "\n")
+    header, rows = tables.size_table([r for r in runs if r["config"]["method"] == "cross"] or runs)
+    parts.append("**Size of each scheme** (the physically smaller student; FLOPs by `torch.utils.flop_counter`, a multiply-add = 2)\n\n"
+                 + tables.markdown(header, rows) + "\n")
+    times = {}
+    for r in with_data:
+        times.setdefault((tables.field_value(r, "method"), r["config"]["k"]), []).append(r["seconds"])
+    methods_ = list(dict.fromkeys(tables.field_value(r, "method") for r in with_data))
+    parts.append("**Compression time** (median seconds over schemes and seeds, one thread, evaluation excluded; the machine was shared, "
+                 "so read orders of magnitude)\n\n"
+                 + tables.markdown(["method", *[f"K={k}" for k in RESNET18_KS]],
+                                   [[m, *[f"{statistics.median(times[(m, k)]):.1f}" if (m, k) in times else "—" for k in RESNET18_KS]]
+                                    for m in methods_]) + "\n")
+    return "\n".join(parts)
+
+
+def resnet18_reading(table: tables.Table) -> str:
+    """What a ResNet-18 table shows, stated by rule: the best method per K and cross against regression."""
+    lines = []
+    for k in table.columns:
+        means = {row: cell(table, row, k) for row in table.rows}
+        means = {row: m for row, m in means.items() if m is not None}
+        if not means:
+            continue
+        best = max(means, key=means.get)
+        cross = next((m for row, m in means.items() if str(row).startswith("cross")), None)
+        regression = means.get("regression")
+        line = f"- K = {k}: best {best} ({means[best]:.2f} %)"
+        if cross is not None and regression is not None:
+            line += f"; cross − regression = {cross - regression:+.2f} points"
+        lines.append(line + ".")
+    return "\n".join(lines)
+
+
+def render_latency() -> str:
+    """Section 8: latency and speed-up of the students (issue 15), from ``bench/latency.py``'s results."""
+    head = ("## 8. Latency of the compressed students\n\n"
+            "Measured by `bench/latency.py` (regenerate with it, then `bench/results_page.py --sections latency --render-only`): "
+            "each network exported to ONNX and verified against PyTorch, then the teacher and its students timed "
+            "interleaved in one run by `xdnb.latency.side_by_side`, batch 1 and 64, 1 and 2 threads, PyTorch eager and "
+            "onnxruntime (CPU). A cell is teacher median / student median of that run (the speed-up); the teacher rows give "
+            "its medians. FLOPs reduction = teacher FLOPs / student FLOPs (dense).\n")
+    path = HERE / "results" / "latency.json"
+    if not path.exists():
+        return head + "\n(no latency run stored yet)\n"
+    spec = importlib.util.spec_from_file_location("bench_latency", HERE / "latency.py")
+    bench_latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_latency)
+    return head + "\n" + bench_latency.markdown(json.loads(path.read_text()))
+
+
+SECTIONS = {"resnet18": lambda args: render_resnet18(args.seeds), "latency": lambda args: render_latency()}
+
+
+def marked(name: str, text: str) -> str:
+    return f"<!-- section {name} -->\n{text.rstrip()}\n<!-- end section {name} -->\n"
+
+
+def replace_sections(page: str, rendered: dict[str, str]) -> str:
+    """``page`` with each named section's block replaced by its new text (appended when absent)."""
+    for name, text in rendered.items():
+        begin, end = f"<!-- section {name} -->", f"<!-- end section {name} -->"
+        block = marked(name, text)
+        if begin in page and end in page:
+            before, rest = page.split(begin, 1)
+            page = before + block + rest.split(end, 1)[1].lstrip("\n")
+        else:
+            page = page.rstrip("\n") + "\n\n" + block
+    return page
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default="~/.cache/xdnb/cifar10-jpeg")
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER))
+    parser.add_argument("--resnet18-teacher", default=str(RESNET18_TEACHER))
     parser.add_argument("--ks", type=int, nargs="+", default=KS)
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (each on one torch thread)")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--only", nargs="+", choices=("structured", "unstructured", "mu", "alpha-beta"))
+    parser.add_argument("--sections", nargs="+", choices=SECTION_NAMES,
+                        help="run and render only these sections, rewriting their blocks of the existing page")
     args = parser.parse_args()
     root = str(Path(args.data_root).expanduser())
     torch.set_num_threads(1)  # every sweep run on one thread (the same numbers in any worker)
     started = time.perf_counter()
+    workers = args.workers if args.workers > 1 else None
+    if args.sections:
+        if not args.render_only and "resnet18" in args.sections:
+            configs = resnet18_sweep(root, args.resnet18_teacher, args.seeds)
+            print(f"resnet18: {len(configs)} runs", flush=True)
+            run_sweep(configs, STORE / "resnet18.jsonl", workers=workers)
+        page = (DOCS / "results.md").read_text(encoding="utf-8")
+        write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in args.sections}))
+        print(f"rewrote sections {', '.join(args.sections)} of {DOCS / 'results.md'}")
+        return
     if not args.render_only:
         for name, configs in sweeps(root, args.teacher, args.ks, args.seeds).items():
             if args.only and name not in args.only:
                 continue
             print(f"{name}: {len(configs)} runs", flush=True)
-            run_sweep(configs, STORE / f"{name}.jsonl", workers=args.workers if args.workers > 1 else None)
+            run_sweep(configs, STORE / f"{name}.jsonl", workers=workers)
+        if not args.only:
+            run_sweep(resnet18_sweep(root, args.resnet18_teacher, args.seeds), STORE / "resnet18.jsonl", workers=workers)
         analysis(root, args.teacher)
         torch.set_num_threads(2)  # timings with both cores, measured side by side
         speed(root, args.teacher)
-    write_text(DOCS / "results.md", render(root, args.teacher, args.ks, args.seeds))
+    page = render(root, args.teacher, args.ks, args.seeds)
+    write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in SECTION_NAMES}))
     print(f"wrote {DOCS / 'results.md'} ({(time.perf_counter() - started) / 3600:.2f} h of wall time)")
 
 
