@@ -517,8 +517,8 @@ def beyond(engine: list[dict]) -> str:
 # --- sections that render on their own ----------------------------------------------------------
 
 
-def render_resnet18(seeds) -> str:
-    """Section 7: ResNet-18 on CIFAR-10 (issue 12), from ``resnet18.jsonl``."""
+def render_resnet18(root: str, teacher: str, seeds) -> str:
+    """Section 7: ResNet-18 on CIFAR-10 (issue 12), from ``resnet18.jsonl`` (``root``, ``teacher``: as for the sweep)."""
     runs = load("resnet18")
     head = ("## 7. Any CNN: torchvision's ResNet-18\n\n"
             "The same protocol on a second teacher: torchvision's ResNet-18 (BasicBlock) with the CIFAR stem of "
@@ -533,7 +533,13 @@ def render_resnet18(seeds) -> str:
     if not runs:
         return head + "\n(no runs stored yet)\n"
     teacher_acc = 100 * runs[0]["teacher_accuracy"]
-    parts = [head, f"Teacher: **{teacher_acc:.2f} %** on this subset (88.07 % on all 10 000 test images, `../shared/data/README.md`).\n"]
+    stored = sorted({r["config"]["seed"] for r in runs if r["config"]["method"] != "l1-norm"})
+    planned = len(resnet18_sweep(root, teacher, seeds))
+    progress = ("" if len(runs) >= planned else
+                f" **Partial:** {len(runs)} of the {planned} planned runs are stored (seeds {', '.join(map(str, stored))} so far, "
+                "front to back); a cell's run count is printed above its table, and the sweep resumes where it stopped.")
+    parts = [head, f"Teacher: **{teacher_acc:.2f} %** on this subset (88.07 % on all 10 000 test images, `../shared/data/README.md`)."
+             + progress + "\n"]
     with_data = [r for r in runs if r["config"]["method"] != "l1-norm"]
     for scheme in RESNET18_SCHEMES:
         chosen = [r for r in with_data if tables.field_value(r, "scheme") == scheme]
@@ -595,7 +601,7 @@ def render_latency() -> str:
     return head + "\n" + bench_latency.markdown(json.loads(path.read_text()))
 
 
-SECTIONS = {"resnet18": lambda args: render_resnet18(args.seeds), "latency": lambda args: render_latency()}
+SECTIONS = {"resnet18": lambda args: render_resnet18(str(Path(args.data_root).expanduser()), args.resnet18_teacher, args.seeds), "latency": lambda args: render_latency()}
 
 
 def marked(name: str, text: str) -> str:
