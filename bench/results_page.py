@@ -533,13 +533,19 @@ def render_resnet18(root: str, teacher: str, seeds) -> str:
     if not runs:
         return head + "\n(no runs stored yet)\n"
     teacher_acc = 100 * runs[0]["teacher_accuracy"]
-    stored = sorted({r["config"]["seed"] for r in runs if r["config"]["method"] != "l1-norm"})
-    planned = len(resnet18_sweep(root, teacher, seeds))
-    progress = ("" if len(runs) >= planned else
-                f" **Partial:** {len(runs)} of the {planned} planned runs are stored (seeds {', '.join(map(str, stored))} so far, "
-                "front to back); a cell's run count is printed above its table, and the sweep resumes where it stopped.")
+    # A seed enters the tables once all its runs are stored: means over unequal sets of seeds would
+    # compare methods on different K-shot draws.
+    plan = resnet18_sweep(root, teacher, seeds)
+    stored_keys = {RunConfig.from_dict(r["config"]).key() for r in runs}
+    complete = [seed for seed in seeds if all(c.key() in stored_keys for c in plan if c.seed == seed or c.method == "l1-norm")]
+    runs = [r for r in runs if r["config"]["method"] == "l1-norm" or r["config"]["seed"] in complete]
+    progress = ("" if len(complete) == len(seeds) else
+                f" **Partial:** the tables hold the seeds whose runs are all stored ({', '.join(map(str, complete)) or 'none yet'}) "
+                f"of the {len(seeds)} planned; the sweep resumes where it stopped.")
     parts = [head, f"Teacher: **{teacher_acc:.2f} %** on this subset (88.07 % on all 10 000 test images, `../shared/data/README.md`)."
              + progress + "\n"]
+    if not complete:
+        return "\n".join(parts)
     with_data = [r for r in runs if r["config"]["method"] != "l1-norm"]
     for scheme in RESNET18_SCHEMES:
         chosen = [r for r in with_data if tables.field_value(r, "scheme") == scheme]
