@@ -100,3 +100,48 @@ def test_parse_augment_orders_and_bad_counts_are_rejected():
         views.make_views(_images(), 0)
     assert set(views.RECOMMENDED) == {"views", "augment"}
     views.parse_augment(views.RECOMMENDED["augment"])
+
+
+@pytest.fixture(scope="module")
+def few_shot_1(digits_data):
+    from xdnb import data
+
+    train, _ = digits_data
+    return data.stack(train, data.few_shot(train, 1, seed=0))
+
+
+def test_one_view_compresses_exactly_as_without_views(digits_teacher, few_shot_1):
+    # views=1 must be the paper's protocol bit for bit: the augment and seed are then not read (the
+    # same state dict was also checked against the engine before views existed, on this setting)
+    from xdnb import distill
+
+    images, _ = few_shot_1
+    plain = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", show_progress=False)
+    one = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", views=1, augment="mixup", seed=7,
+                           show_progress=False)
+    assert plain.masked_student.state_dict().keys() == one.masked_student.state_dict().keys()
+    for name, value in plain.masked_student.state_dict().items():
+        assert torch.equal(value, one.masked_student.state_dict()[name]), name
+    assert plain.config == one.config and "views" not in one.config and "augment" not in one.config
+
+
+def test_more_views_change_the_fit_and_are_recorded(digits_teacher, few_shot_1):
+    from xdnb import distill
+
+    images, _ = few_shot_1
+    plain = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", show_progress=False)
+    options = distill.EngineOptions.from_settings(views=4, augment="crop , flip")
+    more = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", options=options, seed=1,
+                            show_progress=False)
+    again = distill.compress(digits_teacher, images, "cross", pruning="keep:0.5", views=4, augment="flip,crop", seed=1,
+                             show_progress=False)
+    assert more.config["views"] == 4 and more.config["augment"] == "flip,crop" and more.config["views_seed"] == 1
+    assert more.config["images"] == len(images)
+    weights = [r.masked_student.get_submodule(more.history[1]["layer"]).weight for r in (plain, more, again)]
+    assert not torch.equal(weights[0], weights[1]) and torch.equal(weights[1], weights[2])
+    with pytest.raises(ValueError, match="views must be an int >= 1, got 0"):
+        distill.compress(digits_teacher, images, "cross", views=0)
+    with pytest.raises(ValueError, match="augment must be a comma-separated list.*'blur'"):
+        distill.compress(digits_teacher, images, "cross", views=2, augment="blur")
+    with pytest.raises(ValueError, match="views and augment go into options"):
+        distill.compress(digits_teacher, images, "cross", views=2, options=options)
