@@ -145,3 +145,38 @@ def test_more_views_change_the_fit_and_are_recorded(digits_teacher, few_shot_1):
         distill.compress(digits_teacher, images, "cross", views=2, augment="blur")
     with pytest.raises(ValueError, match="views and augment go into options"):
         distill.compress(digits_teacher, images, "cross", views=2, options=options)
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_cli_flags_reach_the_run_config(monkeypatch):
+    from xdnb import cli, experiment
+
+    seen = []
+
+    def capture(config, *args, **kwargs):
+        seen.append(config)
+        raise _Captured
+
+    monkeypatch.setattr(experiment, "run", capture)
+    with pytest.raises(_Captured):
+        cli.main(["compress", "--views", "8", "--augment", "mixup,crop", "--k", "1"])
+    with pytest.raises(_Captured):
+        cli.main(["compress"])
+    assert (seen[0].views, seen[0].augment, seen[0].k) == (8, "mixup,crop", 1)
+    assert (seen[1].views, seen[1].augment) == (1, "flip,crop") and seen[1].key() == experiment.RunConfig().key()
+
+
+def test_methods_compress_draws_the_views_with_the_run_seed(digits_teacher, few_shot_1):
+    from xdnb import methods
+
+    images, labels = few_shot_1
+    runs = [methods.compress("regression", digits_teacher, images, pruning="keep:0.5", seed=seed,
+                             options={"views": 3, "augment": "flip,crop"}, show_progress=False) for seed in (0, 0, 1)]
+    assert [r.config["views_seed"] for r in runs] == [0, 0, 1] and runs[0].config["views"] == 3
+    weight = [r.masked_student.get_submodule(r.history[-1]["layer"]).weight for r in runs]
+    assert torch.equal(weight[0], weight[1]) and not torch.equal(weight[0], weight[2])
+    with pytest.raises(ValueError, match="views apply to the distillation objectives .* not the baseline 'fskd'"):
+        methods.compress("fskd", digits_teacher, images, labels, pruning="keep:0.5", options={"views": 2})
