@@ -46,6 +46,40 @@ def test_bad_config_names_the_field(changes, message):
         RunConfig(**changes).validate()
 
 
+def test_the_default_key_is_the_one_before_views_existed():
+    # hard-coded from RunConfig().key() / .legacy_key() computed on main (73f10ba) before views and
+    # augment were fields: at views=1 neither is hashed, so every stored run keeps its key
+    assert RunConfig().key() == "8c201560758759e9"
+    assert RunConfig().legacy_key() == "dc4924ec90ec0d2b"
+    assert RunConfig(method="regression", solver="reference").key() == "a581952bcc149978"
+    assert RunConfig(method="fskd").key() == "62555e7cf612c70c"
+
+
+def test_views_round_trip_and_enter_the_key_only_when_used():
+    config = RunConfig(views=8, augment="crop,flip").validate()
+    same = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert same == config and same.key() == config.key()
+    assert config.decisive()["views"] == 8 and config.decisive()["augment"] == "flip,crop"
+    assert config.key() == RunConfig(views=8).key() != RunConfig().key()
+    assert config.key() != config.replace(views=4).key() != config.replace(augment="mixup,flip").key()
+    assert "views" not in RunConfig().decisive() and "augment" not in RunConfig().decisive()
+    options = config.method_options()
+    assert (options.views, options.augment) == (8, "flip,crop")
+    assert (RunConfig().method_options().views, RunConfig().method_options().describe().get("views")) == (1, None)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"views": 0}, "views must be an int >= 1, got 0"),
+    ({"views": 2.0}, "views must be an int >= 1, got 2.0"),
+    ({"views": 2, "augment": "blur"}, "augment must be a comma-separated list of mixup, flip, crop, got 'blur'"),
+    ({"augment": "crop"}, "augment only applies with views > 1; got views=1 with augment='crop'"),
+    ({"method": "fskd", "views": 2}, "views apply to the distillation objectives .* only for now, not the baseline 'fskd'"),
+])
+def test_bad_views_name_the_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**changes).validate()
+
+
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown RunConfig field 'kshot'"):
         RunConfig.from_dict({**RunConfig().to_dict(), "kshot": 3})

@@ -69,7 +69,7 @@ def cmd_compress(args) -> int:
         batch_size=args.batch_size, test_limit=args.test_limit, device=args.device,
         quantize=args.quantize, quantizer=args.quantizer, granularity=args.granularity, quantize_steps=args.quantize_steps,
         num_classes=args.num_classes, stem=args.stem, input_size=args.input_size, linear=args.linear,
-        options=_options(args.option),
+        views=args.views, augment=args.augment, options=_options(args.option),
     )
     if not config.data:
         raise ValueError(f"--data is required for --arch {args.arch} (e.g. cifar10-folder:ROOT or imagenet:ROOT)")
@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--granularity", default="channel", help="with --quantize: channel | tensor (one scale per output channel or per layer)")
     c.add_argument("--quantize-steps", type=int, default=quantize.DEFAULT_STEPS, help="with --quantize: fitting steps per layer")
     c.add_argument("--linear", action="store_true", help="fit the linear layers too (default: convs only)")
+    c.add_argument("--views", type=int, default=1, help="label-free views per K-shot image for the fit, the original "
+                   "included (default 1: the paper's protocol; objectives only)")
+    c.add_argument("--augment", default="flip,crop", metavar="LIST",
+                   help="with --views > 1: comma-separated flip, crop, mixup (default flip,crop)")
     _model_arguments(c)
     c.add_argument("--out", help="write the compressed student here (xdnb.models.load_student reads it)")
     c.set_defaults(func=cmd_compress)

@@ -29,6 +29,7 @@ from . import checks
 from . import objectives as objectives_
 from . import pruning as pruning_
 from . import quantize as quantize_
+from . import views as views_
 from .graph import SiteStream, input_width, trace
 from .metrics import record_from_outputs
 from .progress import progress
@@ -71,14 +72,19 @@ class Compressed:
 class EngineOptions:
     """The engine's settings for the objectives: which solver fits each layer and with what
     (``solver_options``, one of :data:`xdnb.solvers.SOLVER_OPTIONS`' types), the BN mode ``bn``,
-    ``linear`` (fit the linear layers too) and ``quantize`` (a :class:`~xdnb.quantize.Quantization`
-    or ``None``). Build one with :meth:`from_settings`."""
+    ``linear`` (fit the linear layers too), ``quantize`` (a :class:`~xdnb.quantize.Quantization`
+    or ``None``), ``views`` (label-free views per K-shot image for the layer-wise fit and the BN
+    re-estimation, the original included; 1 = the paper's protocol) and ``augment`` (their
+    augmentations, see :func:`xdnb.views.parse_augment`; read only when ``views > 1``). Build one
+    with :meth:`from_settings`."""
 
     solver: str = "lstsq"
     solver_options: object = None
     bn: str = "reestimate"
     linear: bool = False
     quantize: quantize_.Quantization | None = None
+    views: int = 1
+    augment: str = "flip,crop"
 
     def __post_init__(self):
         checks.choice("solver", self.solver, SOLVERS)
@@ -89,12 +95,14 @@ class EngineOptions:
         check_bn_mode(self.bn)
         checks.flag("linear", self.linear)
         object.__setattr__(self, "quantize", quantize_.parse(self.quantize))
+        checks.integer("views", self.views, low=1)
+        object.__setattr__(self, "augment", views_.canonical_augment(self.augment))
 
     @classmethod
     def from_settings(cls, solver: str = "lstsq", bn: str = "reestimate", linear: bool = False, quantize=None,
-                      strict: bool = True, **settings) -> "EngineOptions":
+                      strict: bool = True, views: int = 1, augment: str = "flip,crop", **settings) -> "EngineOptions":
         """From flat settings (``ridge``, ``rounds``, ``steps``, ``lr``; ``None`` = the solver's
-        default). ``strict``: a setting that neither the solver nor the quantizer reads is an error
+        default) and the ``views``/``augment`` of the fit. ``strict``: a setting that neither the solver nor the quantizer reads is an error
         (``solver="lstsq", steps=100`` names ``steps``); otherwise it is ignored (a
         :class:`~xdnb.experiment.RunConfig` carries every solver's fields)."""
         checks.known("compress", settings, ENGINE_SETTINGS, "setting")
@@ -108,7 +116,7 @@ class EngineOptions:
                              + (" (and the quantizer the ridge)" if quantize is not None else ""))
         if quantize is not None and "ridge" in given and "ridge" not in solver_fields(solver) and quantize.ridge is None:
             quantize = dataclasses.replace(quantize, ridge=given["ridge"])  # only the quantizer reads it
-        return cls(solver, options_from(solver, given), bn, linear, quantize)
+        return cls(solver, options_from(solver, given), bn, linear, quantize, views, augment)
 
     @property
     def ridge(self) -> float:
@@ -125,6 +133,7 @@ class EngineOptions:
             **dataclasses.asdict(self.solver_options),
             **({"quantize": self.quantize.describe()} if self.quantize is not None else {}),
             **({"linear": True} if self.linear else {}),
+            **({"views": self.views, "augment": self.augment} if self.views > 1 else {}),
         }
 
 
@@ -259,6 +268,9 @@ def compress(
     steps: int | None = None,
     lr: float | None = None,
     linear: bool = False,
+    views: int = 1,
+    augment: str = "flip,crop",
+    seed: int = 0,
     options: EngineOptions | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
@@ -275,8 +287,12 @@ def compress(
     ``solver``: ``lstsq`` (reads ``ridge``, ``rounds``), ``reference`` (``steps``, ``lr``) or
     ``proximal`` (``steps``); a setting left ``None`` takes the solver's default and a setting
     the solver does not read is an error. ``bn``: ``reestimate``, ``keep`` or ``train``.
-    ``linear``: fit the ``nn.Linear`` layers too (default: convs only, as the paper). ``options``:
-    all of these at once as an :class:`EngineOptions` (instead of the keywords). ``batch_size``:
+    ``linear``: fit the ``nn.Linear`` layers too (default: convs only, as the paper). ``views``:
+    fit (and re-estimate BN) on ``views`` label-free views per image, the original included, with
+    the augmentations ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``; ``views=1``:
+    the images alone, the paper's protocol; :data:`xdnb.views.RECOMMENDED` names a tried
+    setting). ``options``: all of these but ``seed`` at once as an :class:`EngineOptions` (instead
+    of the keywords). ``batch_size``:
     images per forward pass (``None`` = all at once). ``callback(record)`` runs after every layer.
     The teacher is not modified. ``quantize``: ``None``, a bit width, a dict such as ``{"bits": 2,
     "quantizer": "ste", "granularity": "channel"}`` or a :class:`~xdnb.quantize.Quantization`:
@@ -286,13 +302,18 @@ def compress(
     started = time.perf_counter()
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
     if options is None:
-        options = EngineOptions.from_settings(solver, bn, linear, quantize, ridge=ridge, rounds=rounds, steps=steps, lr=lr)
+        options = EngineOptions.from_settings(solver, bn, linear, quantize, views=views, augment=augment,
+                                              ridge=ridge, rounds=rounds, steps=steps, lr=lr)
     elif not isinstance(options, EngineOptions):
         raise ValueError(f"options must be an EngineOptions, got {type(options).__name__}")
+    elif (views, augment) != (1, "flip,crop"):
+        raise ValueError(f"views and augment go into options (EngineOptions(views=..., augment=...)) when options are given; "
+                         f"got views={views!r}, augment={augment!r} besides options")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
     checks.integer("batch_size", batch_size, low=1, optional=True)
+    seed = checks.integer("seed", seed, low=0)
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher = copy.deepcopy(teacher).to(device).eval()  # never touch the caller's teacher
     images = images.to(device)
@@ -311,7 +332,8 @@ def compress(
             result = quantize_.fit(quant.quantizer, problem, target, start=result, **{**quant.options(), "ridge": options.ridge})
         return result
 
-    history, kept_channels, masks = fit_layers(teacher, student, images, sites, fit_site, objective=objective, bn=options.bn,
+    fit_images = views_.make_views(images, options.views, options.augment, seed)  # ``images`` itself when views == 1
+    history, kept_channels, masks = fit_layers(teacher, student, fit_images, sites, fit_site, objective=objective, bn=options.bn,
                                                batch_size=batch_size, callback=callback, show_progress=show_progress,
                                                desc=f"compressing ({objective})")
     config = {
@@ -320,6 +342,7 @@ def compress(
         "pruning": None if plan is None else plan.scheme,
         "pruning_kind": None if plan is None else plan.kind,
         "images": len(images),
+        **({"views_seed": seed} if options.views > 1 else {}),
         **({"unprunable": unprunable} if (unprunable := _unprunable(plan, graph)) else {}),
     }
     return Compressed(student.eval(), history, kept_channels, masks, config, time.perf_counter() - started,

@@ -22,11 +22,12 @@ import torch
 
 from . import __version__, baselines, checks, data, distill, methods, metrics, models, objectives, size
 from . import quantize as quantize_
+from . import views as views_
 from .finetune import finetune
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS
 
 #: Optional features at their "off" value: left out of a run's key (see :meth:`RunConfig.decisive`).
-_OFF = {"num_classes": None, "stem": None, "input_size": None, "linear": False}
+_OFF = {"num_classes": None, "stem": None, "input_size": None, "linear": False, "views": 1}
 _FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr")
 _QUANTIZE_DEFAULTS = ("ste", "channel", quantize_.DEFAULT_STEPS)
 #: The engine's settings (objectives only; a baseline reads ``options``).
@@ -56,7 +57,11 @@ class RunConfig:
     ``solver``, ``bn``, ``ridge``, ``rounds``, ``steps`` and ``lr`` are the engine's and apply to the
     objectives only; a baseline reads its own settings from ``options`` (defaults in
     :data:`xdnb.baselines.DEFAULTS`, e.g. ``options={"bn": "keep", "ridge": 0.0}``), and the ones it
-    used are recorded in ``Result.method_config``.
+    used are recorded in ``Result.method_config``. ``views``: label-free views per K-shot image
+    for the layer-wise fit and BN re-estimation, the original included, with the augmentations
+    ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``); 1 = the paper's protocol and
+    ``augment`` unused; objectives only for now (:data:`xdnb.views.RECOMMENDED` names a tried
+    setting).
     """
 
     data: str = "digits"
@@ -89,6 +94,9 @@ class RunConfig:
     stem: str | None = None
     input_size: int | None = None
     linear: bool = False
+    #: label-free views per K-shot image (:mod:`xdnb.views`); 1 = the paper's protocol
+    views: int = 1
+    augment: str = "flip,crop"
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""
@@ -107,6 +115,13 @@ class RunConfig:
         for name in ("batch_size", "test_limit", "num_classes", "input_size"):
             checks.integer(name, getattr(self, name), low=1, optional=True)
         checks.json_dict("options", self.options)
+        checks.integer("views", self.views, low=1)
+        views_.parse_augment(self.augment)
+        if self.views == 1 and self.augment != _DEFAULTS["augment"]:
+            raise ValueError(f"augment only applies with views > 1; got views=1 with augment={self.augment!r}")
+        if self.views > 1 and self.method not in objectives.OBJECTIVES:
+            raise ValueError(f"views apply to the distillation objectives ({', '.join(objectives.OBJECTIVES)}) only for now, "
+                             f"not the baseline {self.method!r}; leave views=1")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.method in objectives.OBJECTIVES:
@@ -141,6 +156,7 @@ class RunConfig:
         objective the engine's settings its solver reads, for a baseline its ``options``."""
         if self.method in objectives.OBJECTIVES:
             return distill.EngineOptions.from_settings(self.solver, self.bn, self.linear, self.quantization(), strict=False,
+                                                       views=self.views, augment=self.augment,
                                                        **{name: getattr(self, name) for name in distill.ENGINE_SETTINGS})
         return methods.options_for(self.method, self.options)
 
@@ -152,11 +168,13 @@ class RunConfig:
         method does not read (a baseline reads none of solver, bn, ridge, rounds, steps, lr; lstsq
         does not read steps or lr, ...), the quantization fields of an unquantized run, and the
         optional features while they are off (``num_classes``, ``stem``, ``input_size`` None,
-        ``linear`` False: a field added later at its off value leaves earlier keys unchanged)."""
+        ``linear`` False, ``views`` 1 and then ``augment`` too: a field added later at its off
+        value leaves earlier keys unchanged). ``augment`` is hashed in its canonical spelling."""
         values = self.to_dict()
         for name, off in _OFF.items():
             if values.get(name) == off:
                 values.pop(name)
+        _augment_decisive(values)
         if values.get("quantize") is None:
             for name in QUANTIZE_FIELDS:
                 values.pop(name, None)
@@ -188,6 +206,7 @@ class RunConfig:
         for name, off in _OFF.items():
             if name not in ("quantize",) and values.get(name) == off:
                 values.pop(name)
+        _augment_decisive(values)
         if values.get("quantize") is None:
             for name in ("quantize",) + QUANTIZE_FIELDS:
                 values.pop(name, None)
@@ -216,6 +235,14 @@ class RunConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+
+
+def _augment_decisive(values: dict) -> None:
+    """In place: drop ``augment`` when there are no extra views, else spell it canonically."""
+    if values.get("views", 1) == 1:
+        values.pop("augment", None)
+    elif "augment" in values:
+        values["augment"] = views_.canonical_augment(values["augment"])
 
 
 @dataclass

@@ -36,13 +36,20 @@ def check_method(method: str) -> str:
 def options_for(method: str, values: dict | None = None):
     """The typed options of ``method`` from a dict of settings (``None`` = the defaults).
 
-    Objectives read ``solver``, ``bn``, ``ridge``, ``rounds``, ``steps``, ``lr``, ``linear`` and
-    ``quantize`` (a setting the chosen solver does not read is an error); a baseline reads the
-    fields of its :data:`xdnb.baselines.OPTIONS` class."""
+    Objectives read ``solver``, ``bn``, ``ridge``, ``rounds``, ``steps``, ``lr``, ``linear``,
+    ``quantize``, ``views`` and ``augment`` (a setting the chosen solver does not read is an
+    error); a baseline reads the fields of its :data:`xdnb.baselines.OPTIONS` class (``views``
+    other than 1 is an error for now)."""
     values = dict(values or {})
     if check_method(method) in OBJECTIVES:
-        checks.known(f"method {method!r}", values, ("solver", "bn", "linear", "quantize", *distill.ENGINE_SETTINGS))
+        checks.known(f"method {method!r}", values, ("solver", "bn", "linear", "quantize", "views", "augment",
+                                                    *distill.ENGINE_SETTINGS))
         return EngineOptions.from_settings(**values)
+    if values.get("views", 1) != 1:
+        raise ValueError(f"views apply to the distillation objectives ({', '.join(OBJECTIVES)}) only for now, "
+                         f"not the baseline {method!r}; leave views=1")
+    values.pop("views", None)
+    values.pop("augment", None)
     return baselines.options_for(method, **values)
 
 
@@ -84,7 +91,7 @@ def compress(method: str, teacher: nn.Module, images: torch.Tensor, labels: torc
 
     ``mu``/``alpha``/``beta``: the objective's parameters (:func:`params_of`); ``options``: a dict
     of settings or the typed options of :func:`options_for`; ``seed``: anything random in the
-    method (the caller seeds torch's global RNG for the engine, as :func:`xdnb.experiment.run`
+    method, the objectives' views included (the caller seeds torch's global RNG for the engine, as :func:`xdnb.experiment.run`
     does). Returns the :class:`~xdnb.distill.Compressed` outcome; its ``config`` says what ran.
     """
     params_of(method, mu, alpha, beta)
@@ -93,7 +100,7 @@ def compress(method: str, teacher: nn.Module, images: torch.Tensor, labels: torc
         if not isinstance(typed, EngineOptions):
             raise ValueError(f"the objective {method!r} takes EngineOptions, got {type(typed).__name__}")
         return distill.compress(teacher, images, method, mu=mu, alpha=alpha, beta=beta, pruning=pruning, options=typed,
-                                batch_size=batch_size, device=device, callback=callback, show_progress=show_progress)
+                                seed=seed, batch_size=batch_size, device=device, callback=callback, show_progress=show_progress)
     if labels is None:
         raise ValueError(f"the baseline {method!r} needs the K-shot labels")
     if not isinstance(typed, baselines.OPTIONS[method]):
