@@ -1,4 +1,5 @@
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -40,14 +41,17 @@ def test_every_method_beats_data_free_l1_norm(method, digits_teacher, digits_dat
                                               engine_record_keys):
     _, (x_test, y_test) = digits_data
     images, labels = few_shot_5
+    started = time.perf_counter()
     result = baselines.run(method, digits_teacher, images, labels, plan)
+    elapsed = time.perf_counter() - started
     assert metrics.accuracy(result.student, x_test, y_test) > l1_accuracy + 0.02
     # physically smaller, and the teacher-width twin computes the same function
     for site, keep in plan.keep.items():
         assert result.student.get_submodule(site).in_channels == keep == len(result.kept_channels[site])
     assert torch.allclose(result.student(x_test[:200]), result.masked_student(x_test[:200]), atol=1e-4)
     assert len(metrics.layer_errors(digits_teacher, result.masked_student, images)) == 5
-    assert result.config["method"] == method and result.config["pruning"] == "keep:0.5" and result.seconds > 0
+    assert result.config["method"] == method and result.config["pruning"] == "keep:0.5"
+    assert 0 < result.seconds <= elapsed  # wall time of the run, in seconds
     if method in baselines.STRUCTURED_ONLY:
         assert result.config["bn"] == "reestimate"
         assert [r["layer"] for r in result.history] == [s.name for s in find_sites(digits_teacher)]

@@ -3,8 +3,10 @@ import copy
 import pytest
 import torch
 
-from xdnb import baselines, distill, metrics, pruning, size
-from xdnb.graph import trace
+from xdnb import baselines, distill, metrics, objectives, pruning, size
+from xdnb.graph import capture_inputs, trace
+from xdnb.projections import keep_top_channels, keep_top_weights
+from xdnb.quadratic import LayerProblem, flat_weight
 from xdnb.sites import BN_MODES, batch_norms, bn_batch_statistics, reestimate_bn
 
 OBJECTIVES = [("regression", {}), ("correction", {}), ("imitation", {}), ("cross", {"mu": 0.6}),
@@ -53,7 +55,8 @@ def test_callback_history_and_the_teacher_is_untouched(digits_teacher, few_shot_
     result = distill.compress(digits_teacher, images, "imitation", pruning="keep:0.5", callback=seen.append)
     assert seen == result.history and [r["index"] for r in seen] == list(range(5))
     for r in seen:
-        assert r["eps_S"] >= 0 and r["seconds"] >= 0 and r["imitation"] == pytest.approx(r["objective_after"], rel=1e-3)
+        assert r["imitation"] == pytest.approx(r["objective_after"], rel=1e-3)
+    assert 0 < sum(r["seconds"] for r in seen) <= result.seconds  # per-layer wall times, in seconds, within the total
     for key, value in digits_teacher.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -66,16 +69,46 @@ def test_same_inputs_give_the_same_student(digits_teacher, few_shot_5):
         assert torch.equal(x, y), key
 
 
+def _unfitted_start(problem, plan, record):
+    """The teacher's weights projected onto the layer's target without any fitting (what a solver
+    that does nothing but prune would return): the largest input-channel groups (L2 norm) or the
+    largest weights, the rest zeroed. Flat (C_out, D)."""
+    weight = problem.teacher_weight
+    if plan.startswith("keep"):
+        everything = torch.arange(problem.c_in)
+        kept = keep_top_channels(problem.weights_of(weight), everything, record["in_channels_kept"], problem.group_size)
+        columns = torch.zeros(problem.dim, dtype=torch.bool)
+        columns[problem.columns_of(kept)] = True
+        return weight * columns
+    mask = keep_top_weights(weight, torch.ones_like(weight, dtype=torch.bool), round(0.3 * weight.numel()))
+    return weight * mask
+
+
 @pytest.mark.parametrize("solver", ["reference", "proximal"])
 @pytest.mark.parametrize("plan", ["keep:0.5", "sparse:0.7"])
 def test_iterative_solvers_reach_the_target_and_reduce_the_loss(solver, plan, digits_teacher, few_shot_5):
     images, _ = few_shot_5
-    result = distill.compress(digits_teacher, images, "cross", pruning=plan, solver=solver, steps=60)
+    objective = objectives.get("cross")
+    result = distill.compress(digits_teacher, images, objective, pruning=plan, solver=solver, steps=60)
+    names = [r["layer"] for r in result.history]
+    # each layer's inputs as the engine saw them: the layers in front are fitted and their BN
+    # statistics re-estimated when the pass reaches them, exactly as in the finished student
+    teacher_inputs = capture_inputs(digits_teacher, names, images)
+    student_inputs = capture_inputs(result.masked_student, names, images)
     for r in result.history:
         if plan.startswith("keep"):
             assert r["in_channels_kept"] == max(1, round(r["in_channels"] * 0.5))
         else:
             assert r["sparsity"] == pytest.approx(0.7, abs=0.01)
+        problem = LayerProblem(objective, digits_teacher.get_submodule(r["layer"]), teacher_inputs[r["layer"]],
+                               student_inputs[r["layer"]])
+        fitted = problem.loss(flat_weight(result.masked_student.get_submodule(r["layer"])))
+        assert r["objective_after"] == pytest.approx(fitted, rel=1e-4)  # the record is the fitted layer's loss
+        # cross is 0 at the teacher's own (unpruned) weights, so objective_before is 0 here and
+        # the decrease is measured from the pruned but unfitted start; both solvers reach at most
+        # 0.59 of it on this draw (0.06-0.59 per layer), a solver that only prunes gets 1.0
+        assert r["objective_before"] == 0.0
+        assert r["objective_after"] < 0.8 * problem.loss(_unfitted_start(problem, plan, r))
     assert result.config["solver"] == solver and result.config["steps"] == 60
 
 

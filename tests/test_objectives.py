@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -57,10 +55,39 @@ def test_inconsistencies():
 def test_the_bound_holds_on_random_data(mu, seed):
     t, s, hT, hS = _convs_and_inputs(seed + 10)
     record = layer_record(t, s, hT, hS)
+    with torch.no_grad():  # the record's terms are the formulas', so the bound is about the right numbers
+        assert record["estimation_error"] == pytest.approx(float(F.mse_loss(s(hS), t(hT))), rel=1e-6)
+        assert record["eps_T"] == pytest.approx(float(F.mse_loss(t(hS), t(hT))), rel=1e-6)
     assert metrics.bound_holds(record, mu)
-    assert record["estimation_error"] <= metrics.bound(record, mu) + 1e-9
-    # and the bound is not vacuous: the square-root form is tight to within the triangle inequality
-    assert math.sqrt(record["estimation_error"]) <= math.sqrt(record["correction"]) + math.sqrt(record["eps_S"]) + 1e-6
+
+
+def _aligned_case(a=0.5, b=1 / 3):
+    """WS = (1+a)·WT and hS = (1+b)·hT: every error is a multiple of WT*hT, so the triangle
+    inequalities behind the bound are equalities. With P = mean((WT*hT)²): L^r = (a+b+ab)²·P,
+    L^c = a²·P, eps_S = ((1+a)·b)²·P, L^i = (a·(1+b))²·P, eps_T = b²·P; b = a/(1+a) also makes
+    L^c = eps_S, where (x+y)² <= 2x²+2y² is an equality too. a = 1/2, b = 1/3: L^r = P,
+    L^c = eps_S = P/4, L^i = 4P/9, eps_T = P/9."""
+    t, _, hT, _ = _convs_and_inputs(3)
+    s = nn.Conv2d(t.in_channels, t.out_channels, 3, padding=1, bias=False)
+    with torch.no_grad():
+        s.weight.copy_((1 + a) * t.weight)
+    record = layer_record(t, s, hT, (1 + b) * hT)
+    return record, record["output_power"]
+
+
+def test_the_bound_is_tight_on_aligned_errors_and_a_wrong_bound_fails():
+    record, power = _aligned_case()
+    for key, value in {"estimation_error": 1, "correction": 1 / 4, "eps_S": 1 / 4, "imitation": 4 / 9, "eps_T": 1 / 9}.items():
+        assert record[key] == pytest.approx(value * power, rel=1e-5), key
+    # the bound equals L^r at mu = 1 and is within 6 % of it at mu = 0.5 (the imitation side:
+    # 2·(4/9 + 1/9) = 10/9, so (1 + 10/9)/2 = 19/18 = 1.056)
+    assert metrics.bound_holds(record, 1.0) and metrics.bound(record, 1.0) == pytest.approx(record["estimation_error"], rel=1e-5)
+    assert metrics.bound_holds(record, 0.5) and metrics.bound(record, 0.5) <= 1.06 * record["estimation_error"]
+    # a deliberately wrong bound (without the factor 2) is violated here, and bound_holds refuses
+    # an L^r 5 % above the actual one (the square-root form is an equality on this case)
+    assert record["estimation_error"] > metrics.bound(record, 0.5) / 2
+    assert not metrics.bound_holds({**record, "estimation_error": 1.05 * record["estimation_error"]}, 1.0)
+    assert not metrics.bound_holds({**record, "estimation_error": 1.05 * record["estimation_error"]}, 0.5)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x", None])

@@ -86,18 +86,27 @@ def test_physically_pruned_network_equals_the_masked_network(arch):
         assert small.cfg == [16, 16, "M", 32, 32, "M", 64, 128]  # the last conv feeds the classifier
 
 
-def test_flops_are_counted_by_torch_and_shrink_with_pruning():
-    model = models.digits_net().eval()
-    flops = size.count_flops(model, (1, 8, 8))
-    conv = model.feature[3]
-    expected_conv = 2 * 8 * 8 * conv.out_channels * conv.in_channels * 9
-    assert flops["dense"] > expected_conv and flops["dense"] == flops["effective"]
-    graph = trace(model, (1, 8, 8))
-    small, _, _ = baselines.l1_filter_prune(graph, pruning.structured(graph, 0.5))
-    assert size.count_flops(small, (1, 8, 8))["dense"] < 0.4 * flops["dense"]
-    sparse, _, masks = baselines.l1_filter_prune(graph, pruning.unstructured(0.9))
-    counted = size.count_flops(sparse, (1, 8, 8))
-    assert counted["dense"] == flops["dense"] and counted["effective"] < 0.2 * flops["dense"]
+def test_flops_are_the_hand_count_for_the_full_pruned_and_sparse_network():
+    # input (2, 4, 4); conv1 2->4 at 4x4, max-pool, conv2 4->6 and conv3 6->8 at 2x2, avg-pool to
+    # 1x1, Linear(8, 5), BN1d, Linear(5, 3). A multiply-add is 2 FLOPs; BN, ReLU and pooling count 0.
+    torch.manual_seed(0)
+    model = models.vgg([4, "M", 6, 8], num_classes=3, in_channels=2, hidden=5).eval()
+
+    def by_hand(c1, c2, c3):  # output channels of conv1, conv2 (conv3 feeds the classifier: 8)
+        convs = 2 * 16 * c1 * 2 * 9 + 2 * 4 * c2 * c1 * 9 + 2 * 4 * c3 * c2 * 9
+        return convs + 2 * c3 * 5 + 2 * 5 * 3
+
+    assert by_hand(4, 6, 8) == 7598
+    assert size.count_flops(model, (2, 4, 4)) == {"dense": 7598, "effective": 7598}
+    graph = trace(model, (2, 4, 4))
+    # keep half the input channels of conv2 (4 -> 2) and conv3 (6 -> 3): conv1 and conv2 lose filters
+    small, kept, _ = baselines.l1_filter_prune(graph, pruning.structured(graph, 0.5))
+    assert [len(kept[s.name]) for s in graph.sites] == [2, 3]
+    assert size.count_flops(small, (2, 4, 4)) == {"dense": by_hand(2, 3, 8), "effective": by_hand(2, 3, 8)} == {"dense": 3422, "effective": 3422}
+    # half the weights of conv2 and conv3 (the fitted layers) zeroed: effective FLOPs drop by half of theirs
+    sparse, _, _ = baselines.l1_filter_prune(graph, pruning.unstructured(0.5))
+    conv2, conv3 = 2 * 4 * 6 * 4 * 9, 2 * 4 * 8 * 6 * 9
+    assert size.count_flops(sparse, (2, 4, 4)) == {"dense": 7598, "effective": 7598 - conv2 // 2 - conv3 // 2}
 
 
 def test_l1_filter_prune_keeps_the_largest_filters_and_exact_sparsity():

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -204,7 +202,6 @@ def test_two_bit_cross_and_regression_beat_naive_rounding_on_held_out_digits(dig
     line = ", ".join(f"{name} {value:.4f}" for name, value in errors.items())
     print(f"\n2-bit held-out L^r at the last layer (digits, K=5): {line}")
     record_property("held_out_last_layer_error", errors)
-    assert all(math.isfinite(v) for v in errors.values())
     assert errors["regression"] < errors["naive rounding"] and errors["cross"] < errors["naive rounding"]
 
 
