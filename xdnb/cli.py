@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import objectives, quantize, solvers
+from . import objectives, quantize, solvers, views
 from .baselines import METHODS as BASELINES
 from .sites import BN_MODES
 
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--linear", action="store_true", help="fit the linear layers too (default: convs only)")
     c.add_argument("--views", type=int, default=1, help="label-free views per K-shot image for the fit, the original "
                    "included (default 1: the paper's protocol; objectives only)")
-    c.add_argument("--augment", default="flip,crop", metavar="LIST",
+    c.add_argument("--augment", default=views.DEFAULT_AUGMENT, metavar="LIST",
                    help="with --views > 1: comma-separated flip, crop, mixup (default flip,crop)")
     _model_arguments(c)
     c.add_argument("--out", help="write the compressed student here (xdnb.models.load_student reads it)")

@@ -84,7 +84,7 @@ class EngineOptions:
     linear: bool = False
     quantize: quantize_.Quantization | None = None
     views: int = 1
-    augment: str = "flip,crop"
+    augment: str = views_.DEFAULT_AUGMENT
 
     def __post_init__(self):
         checks.choice("solver", self.solver, SOLVERS)
@@ -100,7 +100,7 @@ class EngineOptions:
 
     @classmethod
     def from_settings(cls, solver: str = "lstsq", bn: str = "reestimate", linear: bool = False, quantize=None,
-                      strict: bool = True, views: int = 1, augment: str = "flip,crop", **settings) -> "EngineOptions":
+                      strict: bool = True, views: int = 1, augment: str = views_.DEFAULT_AUGMENT, **settings) -> "EngineOptions":
         """From flat settings (``ridge``, ``rounds``, ``steps``, ``lr``; ``None`` = the solver's
         default) and the ``views``/``augment`` of the fit. ``strict``: a setting that neither the solver nor the quantizer reads is an error
         (``solver="lstsq", steps=100`` names ``steps``); otherwise it is ignored (a
@@ -269,7 +269,7 @@ def compress(
     lr: float | None = None,
     linear: bool = False,
     views: int = 1,
-    augment: str = "flip,crop",
+    augment: str = views_.DEFAULT_AUGMENT,
     seed: int = 0,
     options: EngineOptions | None = None,
     batch_size: int | None = None,
@@ -306,7 +306,7 @@ def compress(
                                               ridge=ridge, rounds=rounds, steps=steps, lr=lr)
     elif not isinstance(options, EngineOptions):
         raise ValueError(f"options must be an EngineOptions, got {type(options).__name__}")
-    elif (views, augment) != (1, "flip,crop"):
+    elif (views, augment) != (1, views_.DEFAULT_AUGMENT):
         raise ValueError(f"views and augment go into options (EngineOptions(views=..., augment=...)) when options are given; "
                          f"got views={views!r}, augment={augment!r} besides options")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:

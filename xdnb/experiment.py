@@ -96,7 +96,7 @@ class RunConfig:
     linear: bool = False
     #: label-free views per K-shot image (:mod:`xdnb.views`); 1 = the paper's protocol
     views: int = 1
-    augment: str = "flip,crop"
+    augment: str = views_.DEFAULT_AUGMENT
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""

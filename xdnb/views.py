@@ -38,7 +38,9 @@ CROP_PADDING = 4
 #: The recommended setting. Taken from issue 14's own measurement (8 views were as good as 32
 #: there); NOT yet validated on validation images (the train split minus the K-shot set), so
 #: it is not the default: ``views = 1`` (the paper's protocol) stays the default everywhere.
-RECOMMENDED = {"views": 8, "augment": "flip,crop"}
+#: The augmentations used when ``augment`` is not given (every entry point defaults to it).
+DEFAULT_AUGMENT = "flip,crop"
+RECOMMENDED = {"views": 8, "augment": DEFAULT_AUGMENT}
 
 
 def parse_augment(text) -> tuple[str, ...]:
@@ -69,7 +71,7 @@ def crop_padding(height: int, width: int) -> int:
     return max(0, min(CROP_PADDING, height - 1, width - 1))
 
 
-def make_views(images: torch.Tensor, n: int, augment: str = "flip,crop", seed: int = 0) -> torch.Tensor:
+def make_views(images: torch.Tensor, n: int, augment: str = DEFAULT_AUGMENT, seed: int = 0) -> torch.Tensor:
     """``n`` views of each of the K ``images`` (K, C, H, W): a (K·n, C, H, W) tensor on the images'
     device whose first K rows are the images themselves, followed by ``n − 1`` blocks of K
     augmented views (block ``v`` row ``i`` is a view of image ``i``). ``augment``: see
