@@ -72,7 +72,11 @@ def test_views_round_trip_and_enter_the_key_only_when_used():
     ({"views": 2.0}, "views must be an int >= 1, got 2.0"),
     ({"views": 2, "augment": "blur"}, "augment must be a comma-separated list of mixup, flip, crop, got 'blur'"),
     ({"augment": "crop"}, "augment only applies with views > 1; got views=1 with augment='crop'"),
-    ({"method": "fskd", "views": 2}, "views apply to the distillation objectives .* only for now, not the baseline 'fskd'"),
+    ({"method": "l1-norm", "views": 2}, "l1-norm uses no data, so views do not apply to it; leave views=1 .got 2."),
+    ({"method": "fskd", "options": {"views": 2}}, "views and augment are RunConfig fields"),
+    ({"global_stage": "none"}, "global_stage takes None for no stage"),
+    ({"global_stage": "fitnet"}, "global_stage must be one of kd, mir or None, got 'fitnet'"),
+    ({"global_stage": "kd", "global_lr": 0}, "global_lr must be a finite number > 0, got 0"),
 ])
 def test_bad_views_name_the_field(changes, message):
     with pytest.raises(ValueError, match=message):

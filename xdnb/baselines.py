@@ -21,6 +21,17 @@
   layer's output, then a least-squares re-fit of the kept weights.
 - ``cp``: per site, LASSO over channel coefficients ``beta`` with lambda raised until exactly the
   target width is left (the exact LARS path), then a least-squares re-fit.
+- ``kd``: L1-norm, then end-to-end, label-free knowledge distillation on the teacher's logits
+  (:mod:`xdnb.global_stage`, ``kd``).
+- ``mir``: L1-norm, then MiR (Wang et al. CVPR 2022): end-to-end, label-free, the student's last
+  feature map before global pooling trained to mimic the teacher's, the head kept
+  (:mod:`xdnb.global_stage`, ``mir``).
+
+Every method but l1-norm (which uses no data) takes ``views``/``augment`` (:mod:`xdnb.views`;
+``views = 1``, the default, is the K-shot images alone). The layer-wise methods fit on the views
+as the engine does; bp and fitnet train on them with each view carrying its image's label (so
+``mixup``, which blends two images, is not allowed there); kd and mir draw fresh views at every
+step.
 
 The layer-wise methods (fskd, thinet, cp) are regression-loss methods: like the engine they fit
 every site front to back with the student's input ``hS`` (carrying the error accumulated so far)
@@ -45,16 +56,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import checks, objectives
+from . import global_stage as global_stage_
 from . import pruning as pruning_
+from . import views as views_
 from .distill import Compressed, fit_layers
 from .finetune import finetune
-from .graph import ModelGraph, channel_map, feature_points, group_of, input_width, trace
+from .graph import ModelGraph, channel_map, feature_points, input_width, trace
 from .projections import keep_top_weights
+from .pruning import widen
 from .quadratic import LayerProblem
 from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, reestimate_bn
 from .solvers import DEFAULT_RIDGE, Fit
 
-METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")
+METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp", "kd", "mir")
 #: Methods that only make sense for channel (structured) pruning.
 STRUCTURED_ONLY = ("fskd", "thinet", "cp")
 
@@ -65,9 +79,23 @@ class L1NormOptions:
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
+class ViewOptions:
+    """The K-shot images' label-free ``views`` (>= 1, the original included; 1 = the images alone)
+    with the augmentations ``augment`` (:func:`xdnb.views.make_views`)."""
+
+    views: int = 1
+    augment: str = views_.DEFAULT_AUGMENT
+
+    def __post_init__(self):
+        checks.integer("views", self.views, low=1)
+        object.__setattr__(self, "augment", views_.canonical_augment(self.augment))
+
+
+@dataclass(frozen=True)
+class TrainingOptions(ViewOptions):
     """``bp``: SGD ``steps`` (>= 0) at learning rate ``lr`` (> 0) with ``weight_decay`` (>= 0); BN
-    as :data:`END_TO_END_BN` says for ``bn``."""
+    as :data:`END_TO_END_BN` says for ``bn``; labelled views (flip and crop only: a view carries
+    its image's label)."""
 
     steps: int = 200
     lr: float = 1e-3
@@ -75,6 +103,10 @@ class TrainingOptions:
     bn: str = "train"
 
     def __post_init__(self):
+        super().__post_init__()
+        if self.views > 1 and "mixup" in views_.parse_augment(self.augment):
+            raise ValueError(f"augment {self.augment!r}: mixup blends two images, so its views have no single label; "
+                             f"bp and fitnet train on labelled views of flip and crop only")
         checks.integer("steps", self.steps, low=0)
         checks.number("lr", self.lr, above=0)
         checks.number("weight_decay", self.weight_decay, low=0)
@@ -96,20 +128,60 @@ class FitNetOptions(TrainingOptions):
 
 
 @dataclass(frozen=True)
-class LayerwiseOptions:
-    """``fskd``, ``thinet``, ``cp``: the BN mode ``bn`` and the re-fit's ``ridge`` (>= 0)."""
+class LayerwiseOptions(ViewOptions):
+    """``fskd``, ``thinet``, ``cp``: the BN mode ``bn`` and the re-fit's ``ridge`` (>= 0); the fit
+    runs on the views."""
 
     bn: str = "reestimate"
     ridge: float = DEFAULT_RIDGE
 
     def __post_init__(self):
+        super().__post_init__()
         check_bn_mode(self.bn)
         checks.number("ridge", self.ridge, low=0)
 
 
+#: What ``bn`` means for kd and mir (the student is trained in eval mode, :mod:`xdnb.global_stage`).
+GLOBAL_BN = {
+    "reestimate": "BN statistics re-estimated on the views of the K-shot images after L1-norm pruning, then frozen",
+    "keep": "the teacher's BN statistics, frozen",
+}
+
+
+@dataclass(frozen=True)
+class MiROptions(ViewOptions):
+    """``mir``: Adam ``steps`` (>= 1) at learning rate ``lr`` (> 0), BN as :data:`GLOBAL_BN` says
+    for ``bn``; fresh views at every step."""
+
+    steps: int = global_stage_.DEFAULT_STEPS
+    lr: float = global_stage_.DEFAULT_LR
+    bn: str = "reestimate"
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.choice("bn", self.bn, tuple(GLOBAL_BN))
+        checks.integer("steps", self.steps, low=1)
+        checks.number("lr", self.lr, above=0)
+        checks.number("temperature", getattr(self, "temperature", 1.0), above=0)
+
+    def stage(self) -> global_stage_.GlobalStage:
+        return global_stage_.GlobalStage("mir", self.steps, self.lr)
+
+
+@dataclass(frozen=True)
+class KDOptions(MiROptions):
+    """``kd``: :class:`MiROptions` plus the distillation ``temperature`` (> 0)."""
+
+    temperature: float = global_stage_.DEFAULT_TEMPERATURE
+
+    def stage(self) -> global_stage_.GlobalStage:
+        return global_stage_.GlobalStage("kd", self.steps, self.lr, self.temperature)
+
+
 #: Each method's options (defaults chosen on digits validation images: see bench/README.md).
 OPTIONS = {"l1-norm": L1NormOptions, "bp": TrainingOptions, "fitnet": FitNetOptions,
-           "fskd": LayerwiseOptions, "thinet": LayerwiseOptions, "cp": LayerwiseOptions}
+           "fskd": LayerwiseOptions, "thinet": LayerwiseOptions, "cp": LayerwiseOptions,
+           "kd": KDOptions, "mir": MiROptions}
 #: The same as plain dicts: method -> {option: default}.
 DEFAULTS = {name: dataclasses.asdict(kind()) for name, kind in OPTIONS.items()}
 
@@ -151,50 +223,6 @@ def _check_plan(name: str, graph: ModelGraph, plan):
 
 
 # --- L1-norm and the teacher-width twin --------------------------------------------------------
-
-
-@torch.no_grad()
-def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
-    """The teacher-width twin of a physically pruned ``compact`` network (``graph``: the traced
-    teacher): its weights placed at the kept channels (teacher numbering) and each site's pruned
-    input channels zeroed, so it computes the same outputs as ``compact`` and can be compared
-    layer by layer with the teacher (:func:`xdnb.metrics.layer_errors`). Removed filters are never
-    read (their values are arbitrary)."""
-    import torch_pruning as tp
-
-    full = copy.deepcopy(graph.model)
-    names = {m: n for n, m in graph.model.named_modules()}
-    rows, cols = {}, {}  # module -> kept output (dim 0) / input (dim 1) indices
-    for name, kept in kept_channels.items():
-        removed = sorted(set(range(input_width(graph.model.get_submodule(name)))) - set(int(i) for i in kept))
-        if not removed:
-            continue
-        for dep, idxs in group_of(graph, name, removed):
-            layer = dep.target.module
-            if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)) or layer not in names:
-                continue  # activations, reshapes and concats hold no tensors
-            module = names[layer]
-            incoming = dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
-            size = layer.num_features if isinstance(layer, nn.modules.batchnorm._BatchNorm) else layer.weight.shape[int(incoming)]
-            index = torch.tensor(sorted(set(range(size)) - set(int(i) for i in idxs)), dtype=torch.long)
-            (cols if incoming else rows)[module] = index
-    state = full.state_dict()
-    for key, value in compact.state_dict().items():
-        target, module = state[key], key.rpartition(".")[0]
-        if target.shape == value.shape:
-            target.copy_(value)
-            continue
-        r, c = rows.get(module), cols.get(module)
-        if c is not None and key.endswith("weight"):
-            target.zero_()  # a site reads its kept input channels only
-        r, c = (None if i is None else i.to(target.device) for i in (r, c))
-        if r is not None and c is not None and target.ndim > 1:
-            target[r[:, None], c[None, :]] = value
-        elif c is not None and target.ndim > 1:
-            target[:, c] = value
-        else:
-            target[r] = value
-    return full.eval()
 
 
 @torch.no_grad()
@@ -255,6 +283,7 @@ def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_
     """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(masked student, kept, masks, info)``."""
     teacher = graph.model
     compact, _, kept, masks = _l1_norm(graph, plan)
+    images, labels = labelled_views(images, labels, opts["views"], opts["augment"], seed)
     bn = opts["bn"]
     if bn == "reestimate":
         reestimate_bn(compact, images, None, batch_size)
@@ -270,6 +299,25 @@ def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_
             handle.remove()
     if bn == "train":  # the network evaluated is the one trained: batch statistics of the K-shot set
         reestimate_bn(compact, images, None, batch_size)
+    masked = widen(graph, compact, kept) if kept else compact
+    return masked, kept, masks, info
+
+
+def labelled_views(images: torch.Tensor, labels: torch.Tensor, views: int, augment: str, seed: int):
+    """``views`` views of each image (:func:`xdnb.views.make_views`) with its label: (N·views, C, H,
+    W) images and (N·views,) labels (flip and crop keep an image's class; mixup is refused by the
+    options)."""
+    return views_.make_views(images, views, augment, seed), labels.repeat(views)
+
+
+def _global(name, graph, images, plan, opts, seed, batch_size, show_progress):
+    """kd / mir: L1-norm, then the global stage; ``(masked student, kept, masks, info)``."""
+    compact, _, kept, masks = _l1_norm(graph, plan)
+    if opts["bn"] == "reestimate":
+        reestimate_bn(compact, views_.make_views(images, opts["views"], opts["augment"], seed), None, batch_size)
+    stage = options_for(name, **opts).stage()
+    info = global_stage_.train(stage, graph.model, compact, images, views=opts["views"], augment=opts["augment"],
+                               seed=seed, masks=masks, batch_size=batch_size, show_progress=show_progress)
     masked = widen(graph, compact, kept) if kept else compact
     return masked, kept, masks, info
 
@@ -411,7 +459,7 @@ def fskd_pointwise(teacher_output: torch.Tensor, student_output: torch.Tensor, r
     return LayerProblem(objectives.regression(), identity, teacher_output, student_output).solve(None, ridge)
 
 
-def _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progress):
+def _layerwise(name, graph, images, plan, opts, seed, batch_size, callback, show_progress):
     """Fit every site front to back with ``name``'s selection and re-fit through the engine's own
     loop (:func:`xdnb.distill.fit_layers`: same inputs, BN handling and per-layer records);
     returns ``(masked student, kept_channels, history, extra config)``."""
@@ -440,6 +488,7 @@ def _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progr
         columns = None if kept is None else problem.columns_of(torch.as_tensor(kept))
         return Fit(problem.solve(columns, ridge), channels=kept)
 
+    images = views_.make_views(images, opts["views"], opts["augment"], seed)  # the images themselves at views=1
     history, kept_channels, _ = fit_layers(teacher, student, images, graph.sites, fit_site,
                                            objective=objectives.regression(), bn=bn, batch_size=batch_size,
                                            callback=callback, show_progress=show_progress, desc=f"compressing ({name})")
@@ -476,12 +525,15 @@ def run(name: str, teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
         opts = {"bn": "keep"}  # data-free
     elif name in ("bp", "fitnet"):
         masked, kept, masks, extra = _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_progress)
+    elif name in ("kd", "mir"):
+        masked, kept, masks, extra = _global(name, graph, images, plan, opts, seed, batch_size, show_progress)
     else:
-        masked, kept, history, extra = _layerwise(name, graph, images, plan, opts, batch_size, callback, show_progress)
+        masked, kept, history, extra = _layerwise(name, graph, images, plan, opts, seed, batch_size, callback, show_progress)
     config = {
         "method": name, **opts, **extra,
         "bn_description": "the teacher's BN statistics (data-free)" if name == "l1-norm" else
-                          (BN_DESCRIPTIONS if name in STRUCTURED_ONLY else END_TO_END_BN)[opts["bn"]],
+                          (BN_DESCRIPTIONS if name in STRUCTURED_ONLY else GLOBAL_BN if name in ("kd", "mir")
+                           else END_TO_END_BN)[opts["bn"]],
         "pruning": None if plan is None else plan.scheme, "pruning_kind": None if plan is None else plan.kind,
         "images": len(images), "seed": seed,
     }

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import objectives, quantize, solvers, views
+from . import global_stage, objectives, quantize, solvers, views
 from .baselines import METHODS as BASELINES
 from .sites import BN_MODES
 
@@ -70,6 +70,8 @@ def cmd_compress(args) -> int:
         quantize=args.quantize, quantizer=args.quantizer, granularity=args.granularity, quantize_steps=args.quantize_steps,
         num_classes=args.num_classes, stem=args.stem, input_size=args.input_size, linear=args.linear,
         views=args.views, augment=args.augment, options=_options(args.option),
+        global_stage=None if args.global_stage == "none" else args.global_stage, global_steps=args.global_steps,
+        global_lr=args.global_lr, temperature=args.temperature,
     )
     if not config.data:
         raise ValueError(f"--data is required for --arch {args.arch} (e.g. cifar10-folder:ROOT or imagenet:ROOT)")
@@ -253,9 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantize-steps", type=int, default=quantize.DEFAULT_STEPS, help="with --quantize: fitting steps per layer")
     c.add_argument("--linear", action="store_true", help="fit the linear layers too (default: convs only)")
     c.add_argument("--views", type=int, default=1, help="label-free views per K-shot image for the fit, the original "
-                   "included (default 1: the paper's protocol; objectives only)")
+                   "included (default 1: the paper's protocol; every method but l1-norm)")
     c.add_argument("--augment", default=views.DEFAULT_AUGMENT, metavar="LIST",
                    help="with --views > 1: comma-separated flip, crop, mixup (default flip,crop)")
+    c.add_argument("--global-stage", default="none", choices=("none", *global_stage.STAGES),
+                   help="after the layer-wise fit, train the whole student end to end against the teacher, label-free, "
+                   "on fresh views each step: kd (logits) or mir (last feature map); default none (objectives only; "
+                   "for L1-norm then kd/mir use --method kd or mir)")
+    c.add_argument("--global-steps", type=int, default=global_stage.DEFAULT_STEPS,
+                   help=f"with --global-stage: Adam steps (default {global_stage.DEFAULT_STEPS})")
+    c.add_argument("--global-lr", type=float, default=global_stage.DEFAULT_LR,
+                   help=f"with --global-stage: Adam learning rate (default {global_stage.DEFAULT_LR:g})")
+    c.add_argument("--temperature", type=float, default=global_stage.DEFAULT_TEMPERATURE,
+                   help=f"with --global-stage kd: distillation temperature (default {global_stage.DEFAULT_TEMPERATURE:g})")
     _model_arguments(c)
     c.add_argument("--out", help="write the compressed student here (xdnb.models.load_student reads it)")
     c.set_defaults(func=cmd_compress)

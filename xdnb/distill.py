@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import checks
+from . import global_stage as global_stage_
 from . import objectives as objectives_
 from . import pruning as pruning_
 from . import quantize as quantize_
@@ -85,6 +86,7 @@ class EngineOptions:
     quantize: quantize_.Quantization | None = None
     views: int = 1
     augment: str = views_.DEFAULT_AUGMENT
+    global_stage: global_stage_.GlobalStage | None = None
 
     def __post_init__(self):
         checks.choice("solver", self.solver, SOLVERS)
@@ -97,12 +99,17 @@ class EngineOptions:
         object.__setattr__(self, "quantize", quantize_.parse(self.quantize))
         checks.integer("views", self.views, low=1)
         object.__setattr__(self, "augment", views_.canonical_augment(self.augment))
+        object.__setattr__(self, "global_stage", global_stage_.parse(self.global_stage))
 
     @classmethod
     def from_settings(cls, solver: str = "lstsq", bn: str = "reestimate", linear: bool = False, quantize=None,
-                      strict: bool = True, views: int = 1, augment: str = views_.DEFAULT_AUGMENT, **settings) -> "EngineOptions":
+                      strict: bool = True, views: int = 1, augment: str = views_.DEFAULT_AUGMENT, global_stage=None,
+                      global_steps: int | None = None, global_lr: float | None = None, temperature: float | None = None,
+                      **settings) -> "EngineOptions":
         """From flat settings (``ridge``, ``rounds``, ``steps``, ``lr``; ``None`` = the solver's
-        default) and the ``views``/``augment`` of the fit. ``strict``: a setting that neither the solver nor the quantizer reads is an error
+        default), the ``views``/``augment`` of the fit and the global stage after it
+        (``global_stage`` ``None``/``"none"``, ``"kd"`` or ``"mir"`` with ``global_steps``,
+        ``global_lr``, ``temperature``; :func:`xdnb.global_stage.parse`). ``strict``: a setting that neither the solver nor the quantizer reads is an error
         (``solver="lstsq", steps=100`` names ``steps``); otherwise it is ignored (a
         :class:`~xdnb.experiment.RunConfig` carries every solver's fields)."""
         checks.known("compress", settings, ENGINE_SETTINGS, "setting")
@@ -116,7 +123,8 @@ class EngineOptions:
                              + (" (and the quantizer the ridge)" if quantize is not None else ""))
         if quantize is not None and "ridge" in given and "ridge" not in solver_fields(solver) and quantize.ridge is None:
             quantize = dataclasses.replace(quantize, ridge=given["ridge"])  # only the quantizer reads it
-        return cls(solver, options_from(solver, given), bn, linear, quantize, views, augment)
+        stage = global_stage_.parse(global_stage, global_steps, global_lr, temperature)
+        return cls(solver, options_from(solver, given), bn, linear, quantize, views, augment, stage)
 
     @property
     def ridge(self) -> float:
@@ -134,6 +142,7 @@ class EngineOptions:
             **({"quantize": self.quantize.describe()} if self.quantize is not None else {}),
             **({"linear": True} if self.linear else {}),
             **({"views": self.views, "augment": self.augment} if self.views > 1 else {}),
+            **(self.global_stage.describe() if self.global_stage is not None else {}),
         }
 
 
@@ -270,6 +279,7 @@ def compress(
     linear: bool = False,
     views: int = 1,
     augment: str = views_.DEFAULT_AUGMENT,
+    global_stage=None,
     seed: int = 0,
     options: EngineOptions | None = None,
     batch_size: int | None = None,
@@ -290,8 +300,12 @@ def compress(
     ``linear``: fit the ``nn.Linear`` layers too (default: convs only, as the paper). ``views``:
     fit (and re-estimate BN) on ``views`` label-free views per image, the original included, with
     the augmentations ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``; ``views=1``:
-    the images alone, the paper's protocol; :data:`xdnb.views.RECOMMENDED` names a tried
-    setting). ``options``: all of these but ``seed`` at once as an :class:`EngineOptions` (instead
+    the images alone, the paper's protocol; :data:`xdnb.views.RECOMMENDED` names the setting
+    chosen on validation images). ``global_stage``: after the layer-wise fit, train the whole
+    student end to end against the teacher, label-free, on fresh views at every step
+    (:mod:`xdnb.global_stage`: ``"kd"`` on the logits, ``"mir"`` on the last feature map, or a
+    :class:`~xdnb.global_stage.GlobalStage` with its steps, lr and temperature; ``None``: none,
+    the paper's protocol); the per-layer ``history`` is the layer-wise fit's. ``options``: all of these but ``seed`` at once as an :class:`EngineOptions` (instead
     of the keywords). ``batch_size``:
     images per forward pass (``None`` = all at once). ``callback(record)`` runs after every layer.
     The teacher is not modified. ``quantize``: ``None``, a bit width, a dict such as ``{"bits": 2,
@@ -303,12 +317,12 @@ def compress(
     objective = objectives_.get(objective, mu=mu, alpha=alpha, beta=beta)
     if options is None:
         options = EngineOptions.from_settings(solver, bn, linear, quantize, views=views, augment=augment,
-                                              ridge=ridge, rounds=rounds, steps=steps, lr=lr)
+                                              global_stage=global_stage, ridge=ridge, rounds=rounds, steps=steps, lr=lr)
     elif not isinstance(options, EngineOptions):
         raise ValueError(f"options must be an EngineOptions, got {type(options).__name__}")
-    elif (views, augment) != (1, views_.DEFAULT_AUGMENT):
-        raise ValueError(f"views and augment go into options (EngineOptions(views=..., augment=...)) when options are given; "
-                         f"got views={views!r}, augment={augment!r} besides options")
+    elif (views, augment, global_stage) != (1, views_.DEFAULT_AUGMENT, None):
+        raise ValueError(f"views, augment and global_stage go into options (EngineOptions(views=..., ...)) when options "
+                         f"are given; got views={views!r}, augment={augment!r}, global_stage={global_stage!r} besides options")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
@@ -345,5 +359,26 @@ def compress(
         **({"views_seed": seed} if options.views > 1 else {}),
         **({"unprunable": unprunable} if (unprunable := _unprunable(plan, graph)) else {}),
     }
-    return Compressed(student.eval(), history, kept_channels, masks, config, time.perf_counter() - started,
-                      graph.input_shape)
+    outcome = Compressed(student.eval(), history, kept_channels, masks, config, 0.0, graph.input_shape)
+    if options.global_stage is not None:
+        outcome = train_globally(options.global_stage, graph, outcome, images, views=options.views,
+                                 augment=options.augment, seed=seed, batch_size=batch_size, show_progress=show_progress)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def train_globally(stage: "global_stage_.GlobalStage", graph, outcome: Compressed, images: torch.Tensor, *,
+                   views: int = 1, augment: str = views_.DEFAULT_AUGMENT, seed: int = 0, batch_size: int | None = None,
+                   show_progress: bool = True) -> Compressed:
+    """``outcome`` after the global ``stage`` (:func:`xdnb.global_stage.train`) against the traced
+    teacher ``graph.model`` on the K-shot ``images``: the physical student is trained (pruned
+    channels do not exist; unstructured masks are kept) and widened back to the teacher's width
+    for ``masked_student``. The config records the stage; ``history`` is left as it was."""
+    student = copy.deepcopy(outcome.student)
+    info = global_stage_.train(stage, graph.model, student, images, views=views, augment=augment, seed=seed,
+                               masks=outcome.masks, batch_size=batch_size, show_progress=show_progress)
+    masked = pruning_.widen(graph, student, outcome.kept_channels) if outcome.kept_channels else student
+    trained = dataclasses.replace(outcome, masked_student=masked.eval(),
+                                  config={**outcome.config, **stage.describe(), **info})
+    trained.__dict__["student"] = student.eval()  # already narrow: no second removal
+    return trained

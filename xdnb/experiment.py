@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 import torch
 
 from . import __version__, baselines, checks, data, distill, methods, metrics, models, objectives, size
+from . import global_stage as global_stage_
 from . import quantize as quantize_
 from . import views as views_
 from .finetune import finetune
 from .solvers import DEFAULT_RIDGE, DEFAULT_ROUNDS, REFERENCE_LR, REFERENCE_STEPS
 
 #: Optional features at their "off" value: left out of a run's key (see :meth:`RunConfig.decisive`).
-_OFF = {"num_classes": None, "stem": None, "input_size": None, "linear": False, "views": 1}
-_FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr")
+_OFF = {"num_classes": None, "stem": None, "input_size": None, "linear": False, "views": 1, "global_stage": None}
+_FLOAT_FIELDS = ("mu", "alpha", "beta", "ridge", "lr", "global_lr", "temperature")
+#: The global stage's settings (objectives only), left out of a key while ``global_stage`` is None.
+GLOBAL_FIELDS = ("global_steps", "global_lr", "temperature")
 _QUANTIZE_DEFAULTS = ("ste", "channel", quantize_.DEFAULT_STEPS)
 #: The engine's settings (objectives only; a baseline reads ``options``).
 ENGINE_FIELDS = ("solver", "bn", "ridge", "rounds", "steps", "lr")
@@ -60,8 +63,11 @@ class RunConfig:
     used are recorded in ``Result.method_config``. ``views``: label-free views per K-shot image
     for the layer-wise fit and BN re-estimation, the original included, with the augmentations
     ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``); 1 = the paper's protocol and
-    ``augment`` unused; objectives only for now (:data:`xdnb.views.RECOMMENDED` names a tried
-    setting).
+    ``augment`` unused; every method but the data-free l1-norm (:data:`xdnb.views.RECOMMENDED`
+    names the setting chosen on validation images). ``global_stage``: ``None`` (the paper's
+    protocol), ``"kd"`` or ``"mir"`` after the layer-wise fit (:mod:`xdnb.global_stage`), with
+    ``global_steps``, ``global_lr`` and ``kd``'s ``temperature``; objectives only (the ``kd`` and
+    ``mir`` baselines run it from the L1-norm student).
     """
 
     data: str = "digits"
@@ -97,6 +103,11 @@ class RunConfig:
     #: label-free views per K-shot image (:mod:`xdnb.views`); 1 = the paper's protocol
     views: int = 1
     augment: str = views_.DEFAULT_AUGMENT
+    #: a label-free end-to-end stage after the layer-wise fit (:mod:`xdnb.global_stage`); None = none
+    global_stage: str | None = None
+    global_steps: int = global_stage_.DEFAULT_STEPS
+    global_lr: float = global_stage_.DEFAULT_LR
+    temperature: float = global_stage_.DEFAULT_TEMPERATURE
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a bad field (naming it and what is allowed); return self."""
@@ -119,9 +130,18 @@ class RunConfig:
         views_.parse_augment(self.augment)
         if self.views == 1 and self.augment != _DEFAULTS["augment"]:
             raise ValueError(f"augment only applies with views > 1; got views=1 with augment={self.augment!r}")
-        if self.views > 1 and self.method not in objectives.OBJECTIVES:
-            raise ValueError(f"views apply to the distillation objectives ({', '.join(objectives.OBJECTIVES)}) only for now, "
-                             f"not the baseline {self.method!r}; leave views=1")
+        if self.views > 1 and self.method == "l1-norm":
+            raise ValueError(f"l1-norm uses no data, so views do not apply to it; leave views=1 (got {self.views!r})")
+        if "views" in self.options or "augment" in self.options:
+            raise ValueError(f"views and augment are RunConfig fields (views=..., augment=...), not options; "
+                             f"got options={self.options!r}")
+        if self.global_stage == "none":
+            raise ValueError("global_stage takes None for no stage (the CLI's 'none'), 'kd' or 'mir'; got 'none'")
+        checks.choice("global_stage", self.global_stage, global_stage_.STAGES, optional=True)
+        if self.global_stage is None and any(getattr(self, f) != _DEFAULTS[f] for f in GLOBAL_FIELDS):
+            changed = next(f for f in GLOBAL_FIELDS if getattr(self, f) != _DEFAULTS[f])
+            raise ValueError(f"{changed} only applies with global_stage='kd' or 'mir'; got global_stage=None "
+                             f"with {changed}={getattr(self, changed)!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.method in objectives.OBJECTIVES:
@@ -141,6 +161,9 @@ class RunConfig:
             if self.quantize is not None:
                 raise ValueError(f"quantize applies to the distillation objectives ({', '.join(objectives.OBJECTIVES)}), "
                                  f"not the baseline {self.method!r}; leave quantize=None")
+            if self.global_stage is not None:
+                raise ValueError(f"global_stage runs after the objectives' layer-wise fit, not after the baseline "
+                                 f"{self.method!r}; for L1-norm then {self.global_stage}, use method={self.global_stage!r}")
             changed = [f for f in ENGINE_FIELDS + QUANTIZE_FIELDS + ("linear",) if getattr(self, f) != _DEFAULTS[f]]
             if changed:
                 raise ValueError(f"{changed[0]} is the engine's setting and applies to the objectives only; the baseline "
@@ -155,10 +178,13 @@ class RunConfig:
         """The typed options of this run's method (:func:`xdnb.methods.options_for`): for an
         objective the engine's settings its solver reads, for a baseline its ``options``."""
         if self.method in objectives.OBJECTIVES:
+            stage = None if self.global_stage is None else global_stage_.GlobalStage(
+                self.global_stage, self.global_steps, self.global_lr, self.temperature)
             return distill.EngineOptions.from_settings(self.solver, self.bn, self.linear, self.quantization(), strict=False,
-                                                       views=self.views, augment=self.augment,
+                                                       views=self.views, augment=self.augment, global_stage=stage,
                                                        **{name: getattr(self, name) for name in distill.ENGINE_SETTINGS})
-        return methods.options_for(self.method, self.options)
+        views = {"views": self.views, "augment": self.augment} if self.views > 1 else {}
+        return methods.options_for(self.method, {**self.options, **views})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,6 +201,7 @@ class RunConfig:
             if values.get(name) == off:
                 values.pop(name)
         _augment_decisive(values)
+        _global_decisive(values)
         if values.get("quantize") is None:
             for name in QUANTIZE_FIELDS:
                 values.pop(name, None)
@@ -207,11 +234,12 @@ class RunConfig:
             if name not in ("quantize",) and values.get(name) == off:
                 values.pop(name)
         _augment_decisive(values)
+        _global_decisive(values)
         if values.get("quantize") is None:
             for name in ("quantize",) + QUANTIZE_FIELDS:
                 values.pop(name, None)
         for name in _FLOAT_FIELDS:
-            if isinstance(values[name], int) and not isinstance(values[name], bool):
+            if isinstance(values.get(name), int) and not isinstance(values[name], bool):
                 values[name] = float(values[name])
         return config_key(values)
 
@@ -235,6 +263,14 @@ class RunConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+
+
+def _global_decisive(values: dict) -> None:
+    """In place: drop the global stage's settings when there is none, and mir's unread temperature."""
+    stage = values.get("global_stage")
+    for name in GLOBAL_FIELDS:
+        if stage is None or (name == "temperature" and stage == "mir"):
+            values.pop(name, None)
 
 
 def _augment_decisive(values: dict) -> None:

@@ -516,3 +516,86 @@ def feature_points(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[s
             current = entry[1]
         found.append((name, producer))
     return found
+
+
+# --- the feature map before global pooling ---------------------------------------------------
+
+
+_POOLS = ("pool", "mean", "amax", "sum", "max")
+
+
+class _HeadEntry(torch.overrides.TorchFunctionMode):
+    """Watches every torch function call of a forward pass (module calls and the functional ones a
+    ``forward`` makes itself, e.g. ``F.adaptive_avg_pool2d`` or ``x.mean((2, 3))``) for the calls
+    that enter the head: a 4-d input (N, C, H, W) turned into fewer dimensions with the batch kept
+    (a flatten, a mean over H and W, ...). The feature map of such a call is its input, or, when
+    that input is already pooled to 1×1 by a pooling call that keeps the channels (an average or
+    max pool, a mean), that pooling call's input. ``capture``: the number (0-based, in call order)
+    of the head-entry call whose feature map to keep in :attr:`captured`."""
+
+    def __init__(self, capture: int | None = None):
+        super().__init__()
+        self.count, self.shapes, self.ops, self.capture, self.captured = 0, [], [], capture, None
+        self._pooled: dict[int, tuple] = {}  # id(1×1 output of a pooling call) -> (the output, its input, op)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        source = args[0] if args else None
+        if not (isinstance(source, torch.Tensor) and isinstance(output, torch.Tensor) and source.ndim == 4):
+            return output
+        name = getattr(func, "__name__", str(func))
+        if (output.ndim == 4 and output.shape[-1] * output.shape[-2] == 1 and output.shape[:2] == source.shape[:2]
+                and any(word in name for word in _POOLS)):
+            self._pooled[id(output)] = (output, source, name)
+        elif output.ndim >= 2 and output.ndim < 4 and output.shape[0] == source.shape[0]:
+            feature, op = source, name
+            pooled = self._pooled.get(id(source))
+            if pooled is not None and pooled[0] is source:
+                feature, op = pooled[1], pooled[2]
+            if self.count == self.capture:
+                self.captured = feature
+            self.shapes.append(tuple(feature.shape[1:]))
+            self.ops.append(op)
+            self.count += 1
+        return output
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Where a network's last feature map is: that of the ``index``-th head-entry call (0-based, in
+    call order; :class:`_HeadEntry`), taken at the call ``op`` (the pooling, or the flatten);
+    ``shape``: (C, H, W)."""
+
+    index: int
+    op: str
+    shape: tuple[int, ...]
+
+
+def final_feature_map(model: nn.Module, input_shape: Sequence[int]) -> FeatureMap:
+    """The teacher's last feature map before global pooling (what MiR mimics), found for any model
+    by watching one forward pass on an example input (:class:`_HeadEntry`): at the *last* call that
+    turns a 4-d map into fewer dimensions (a flatten, a mean over H and W), the input of the global
+    pooling in front of it (a pooling module or a functional pooling inside ``forward``), else that
+    call's own input (a flatten straight into the head). Everything after it is the *head*. A model
+    that never does so (a fully convolutional output) is a ValueError."""
+    watch = _HeadEntry()
+    x = _example(model, input_shape)
+    with torch.no_grad(), _eval(model), watch:
+        model(x)
+    if not watch.count:
+        raise ValueError(f"{type(model).__name__} never pools or flattens its feature map into a vector (no call turns "
+                         f"a (N, C, H, W) map into fewer dimensions), so it has no final feature map for mir")
+    return FeatureMap(watch.count - 1, watch.ops[-1], watch.shapes[-1])
+
+
+def forward_with_feature_map(model: nn.Module, x: torch.Tensor, where: FeatureMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model(x)`` and its feature map at ``where`` (:func:`final_feature_map` of the same
+    architecture, pruned or not: the call order does not depend on the widths), both in the
+    autograd graph."""
+    watch = _HeadEntry(capture=where.index)
+    with watch:
+        output = model(x)
+    if watch.captured is None:
+        raise ValueError(f"the forward pass made {watch.count} head-entry calls, not the {where.index + 1} of the "
+                         f"traced model: is this the same architecture?")
+    return output, watch.captured

@@ -27,6 +27,8 @@ OBJECTIVES = objectives.OBJECTIVES
 BASELINES = baselines.METHODS
 #: Every method name, the objectives first.
 NAMES = OBJECTIVES + BASELINES
+#: The global stage's settings of the objectives (:mod:`xdnb.global_stage`).
+GLOBAL_SETTINGS = ("global_stage", "global_steps", "global_lr", "temperature")
 
 
 def check_method(method: str) -> str:
@@ -37,19 +39,20 @@ def options_for(method: str, values: dict | None = None):
     """The typed options of ``method`` from a dict of settings (``None`` = the defaults).
 
     Objectives read ``solver``, ``bn``, ``ridge``, ``rounds``, ``steps``, ``lr``, ``linear``,
-    ``quantize``, ``views`` and ``augment`` (a setting the chosen solver does not read is an
-    error); a baseline reads the fields of its :data:`xdnb.baselines.OPTIONS` class (``views``
-    other than 1 is an error for now)."""
+    ``quantize``, ``views``, ``augment`` and the global stage's ``global_stage``, ``global_steps``,
+    ``global_lr``, ``temperature`` (a setting the chosen solver does not read is an error); a
+    baseline reads the fields of its :data:`xdnb.baselines.OPTIONS` class (every one but the
+    data-free l1-norm takes ``views`` and ``augment``)."""
     values = dict(values or {})
     if check_method(method) in OBJECTIVES:
         checks.known(f"method {method!r}", values, ("solver", "bn", "linear", "quantize", "views", "augment",
-                                                    *distill.ENGINE_SETTINGS))
+                                                    *GLOBAL_SETTINGS, *distill.ENGINE_SETTINGS))
         return EngineOptions.from_settings(**values)
-    if values.get("views", 1) != 1:
-        raise ValueError(f"views apply to the distillation objectives ({', '.join(OBJECTIVES)}) only for now, "
-                         f"not the baseline {method!r}; leave views=1")
-    values.pop("views", None)
-    values.pop("augment", None)
+    if method == "l1-norm":
+        if values.get("views", 1) != 1:
+            raise ValueError(f"l1-norm uses no data, so views do not apply to it; leave views=1 (got {values['views']!r})")
+        values.pop("views", None)
+        values.pop("augment", None)
     return baselines.options_for(method, **values)
 
 

@@ -25,6 +25,7 @@ plan's :meth:`ChannelPruning.describe` lists them with the reason.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from . import checks
-from .graph import ModelGraph, input_width, remove_channels as _remove_group_channels, trace
+from .graph import ModelGraph, group_of, input_width, remove_channels as _remove_group_channels, trace
 
 #: Kept input channels of conv1..conv13 of VGG-16 (the paper's; conv1 = the image, 3 channels).
 VGG16_SCHEMES = {
@@ -219,3 +220,47 @@ def remove_channels(model: nn.Module, kept_channels: dict[str, torch.Tensor | li
 def _has_linear_sites(kept_channels, model) -> bool:
     modules = dict(model.named_modules())
     return any(isinstance(modules.get(name), nn.Linear) for name in kept_channels)
+
+
+@torch.no_grad()
+def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
+    """The teacher-width twin of a physically pruned ``compact`` network (``graph``: the traced
+    teacher): its weights placed at the kept channels (teacher numbering) and each site's pruned
+    input channels zeroed, so it computes the same outputs as ``compact`` and can be compared
+    layer by layer with the teacher (:func:`xdnb.metrics.layer_errors`). Removed filters are never
+    read (their values are arbitrary)."""
+    import torch_pruning as tp
+
+    full = copy.deepcopy(graph.model)
+    names = {m: n for n, m in graph.model.named_modules()}
+    rows, cols = {}, {}  # module -> kept output (dim 0) / input (dim 1) indices
+    for name, kept in kept_channels.items():
+        removed = sorted(set(range(input_width(graph.model.get_submodule(name)))) - set(int(i) for i in kept))
+        if not removed:
+            continue
+        for dep, idxs in group_of(graph, name, removed):
+            layer = dep.target.module
+            if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)) or layer not in names:
+                continue  # activations, reshapes and concats hold no tensors
+            module = names[layer]
+            incoming = dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+            size = layer.num_features if isinstance(layer, nn.modules.batchnorm._BatchNorm) else layer.weight.shape[int(incoming)]
+            index = torch.tensor(sorted(set(range(size)) - set(int(i) for i in idxs)), dtype=torch.long)
+            (cols if incoming else rows)[module] = index
+    state = full.state_dict()
+    for key, value in compact.state_dict().items():
+        target, module = state[key], key.rpartition(".")[0]
+        if target.shape == value.shape:
+            target.copy_(value)
+            continue
+        r, c = rows.get(module), cols.get(module)
+        if c is not None and key.endswith("weight"):
+            target.zero_()  # a site reads its kept input channels only
+        r, c = (None if i is None else i.to(target.device) for i in (r, c))
+        if r is not None and c is not None and target.ndim > 1:
+            target[r[:, None], c[None, :]] = value
+        elif c is not None and target.ndim > 1:
+            target[:, c] = value
+        else:
+            target[r] = value
+    return full.eval()
