@@ -44,7 +44,7 @@ from .progress import progress
 
 STAGES = ("kd", "mir")
 #: Adam steps and learning rate (chosen on digits validation images; bench/README.md).
-DEFAULT_STEPS = 200
+DEFAULT_STEPS = 400
 DEFAULT_LR = 1e-3
 #: The distillation temperature of ``kd`` (FitNet's and the usual choice).
 DEFAULT_TEMPERATURE = 4.0
