@@ -60,8 +60,8 @@ class RunConfig:
     used are recorded in ``Result.method_config``. ``views``: label-free views per K-shot image
     for the layer-wise fit and BN re-estimation, the original included, with the augmentations
     ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``); 1 = the paper's protocol and
-    ``augment`` unused; objectives only for now (:data:`xdnb.views.RECOMMENDED` names a tried
-    setting).
+    ``augment`` unused; objectives only for now (:data:`xdnb.views.RECOMMENDED`: the setting chosen
+    on digits validation images).
     """
 
     data: str = "digits"
