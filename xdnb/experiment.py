@@ -310,9 +310,15 @@ def config_key(config: dict) -> str:
 
 def method_label(config: RunConfig | dict) -> str:
     """A run's row label, :func:`xdnb.methods.label` of its method and parameters
-    (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``)."""
+    (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``), followed by its views only when
+    it fits on more than one view per image (``cross(mu=0.6) + 4 views (flip)``): runs of the
+    paper's protocol (``views`` 1, or results stored before views existed) keep their label."""
     values = config.to_dict() if isinstance(config, RunConfig) else config
-    return methods.label(values["method"], values)
+    label = methods.label(values["method"], values)
+    count = values.get("views", 1)
+    if count > 1:
+        label += f" + {count} views ({views_.canonical_augment(values.get('augment', views_.DEFAULT_AUGMENT))})"
+    return label
 
 
 def resolve_device(device: str) -> torch.device:
