@@ -143,6 +143,14 @@ def test_method_labels():
     assert method_label(RunConfig(method="regression").to_dict()) == "regression"
 
 
+def test_method_labels_name_the_views_only_beyond_one_view():
+    assert method_label(RunConfig(method="cross", views=4, augment="crop, flip")) == "cross(mu=0.6) + 4 views (flip,crop)"
+    assert method_label(RunConfig(method="regression", views=16, augment="mixup").to_dict()) == "regression + 16 views (mixup)"
+    assert method_label(RunConfig(method="regression", views=1)) == "regression"
+    stored_before_views = {k: v for k, v in RunConfig(method="cp").to_dict().items() if k not in ("views", "augment")}
+    assert method_label(stored_before_views) == "cp"
+
+
 @pytest.fixture(scope="module")
 def tiny_result(cache_dir, digits_teacher, one_thread):
     import os

@@ -181,7 +181,7 @@ def test_labelled_views_carry_their_images_label():
 
 def test_run_config_keys_and_checks_of_the_global_stage():
     base = experiment.RunConfig(k=1)
-    assert base.key() == experiment.RunConfig(k=1, global_steps=200, temperature=4.0).key()
+    assert base.key() == experiment.RunConfig(k=1, global_steps=400, temperature=4.0).key()
     kd = base.replace(global_stage="kd", views=8)
     assert kd.key() != base.replace(views=8).key()
     assert kd.key() != kd.replace(temperature=2.0).key()

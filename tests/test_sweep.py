@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from xdnb import cli, presets, sweep
+from xdnb import cli, presets, sweep, views
 from xdnb.experiment import RunConfig
 from xdnb.sweep import DamagedLineWarning, ResultStore, run_sweep
 
 BASE = RunConfig(test_limit=60, device="cpu")
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_reproduce.ipynb"
+#: the row label of the digits preset's cross distillation with the recommended views
+CROSS_VIEWS = f"cross(mu=0.6) + {views.RECOMMENDED['views']} views ({views.RECOMMENDED['augment']})"
 
 
 @pytest.fixture(autouse=True)
@@ -233,10 +235,11 @@ def test_process_pool_gives_the_sequential_numbers(tmp_path, sequential):
 def test_presets_shapes_and_missing_inputs(tmp_path):
     digits = presets.preset("digits")
     methods = presets.available_methods()
-    assert len(digits.configs) == len(methods) * 4 * 3 and methods[-2:] == ["cross", presets.SOFT]
-    assert {c.k for c in digits.configs} == {1, 2, 5, 10} and {c.pruning for c in digits.configs} == {"keep:0.5"}
+    assert len(digits.configs) == (len(methods) + 2) * 4 * 3 and methods[-2:] == ["cross", presets.SOFT]
+    assert {c.k for c in digits.configs} == {1, 2, 5, 10} and {c.pruning for c in digits.configs} == {"keep:0.25"}
     small = presets.preset("digits", methods=["cross"], ks=[1], seeds=[4], test_limit=50)
-    assert [(c.method, c.k, c.seed, c.test_limit) for c in small.configs] == [("cross", 1, 4, 50)]
+    assert [(c.method, c.k, c.seed, c.test_limit, c.views) for c in small.configs] == [
+        ("cross", 1, 4, 50, 1), ("cross", 1, 4, 50, views.RECOMMENDED["views"])]
     assert len(presets.preset("mu-sweep").configs) == 11 * 2 * 3
     assert len(presets.preset("alpha-beta-grid", seeds=[0]).configs) == 25
     with pytest.raises(FileNotFoundError, match="pass data_root=ROOT"):
@@ -266,6 +269,46 @@ def test_presets_shapes_and_missing_inputs(tmp_path):
         presets.preset("digits", k=3)
 
 
+def test_digits_preset_runs_the_views_pipeline_as_rows_of_its_own(tmp_path):
+    digits = presets.preset("digits")
+    paper = [c for c in digits.configs if c.views == 1]
+    extra = [c for c in digits.configs if c.views != 1]
+    assert views.RECOMMENDED["views"] > 1
+    assert [(c.method, c.k, c.seed) for c in paper] == [(c.method, c.k, c.seed) for c in presets.preset("digits", views=1).configs]
+    assert len(paper) == len(presets.available_methods()) * 4 * 3
+    assert sorted({c.method for c in extra}) == ["cross", "regression"] and len(extra) == 2 * 4 * 3
+    assert {(c.views, c.augment, c.pruning) for c in extra} == {(views.RECOMMENDED["views"], views.RECOMMENDED["augment"],
+                                                                 presets.DIGITS_SCHEME)}
+    assert len({c.key() for c in digits.configs}) == len(digits.configs)
+    # the table keeps the two protocols apart: paper runs at 80 %, views runs at 90 %
+    fake = [{"config": c.to_dict(), "student_accuracy": 0.8 if c.views == 1 else 0.9, "teacher_accuracy": 0.99}
+            for c in digits.configs if c.k == 1]
+    table = digits.tables(fake)[0]
+    regression_views = f"regression + {views.RECOMMENDED['views']} views ({views.RECOMMENDED['augment']})"
+    assert table.rows[-2:] == [regression_views, CROSS_VIEWS] and "cross(mu=0.6)" in table.rows
+    assert table.stats("cross(mu=0.6)", 1)[:2] == (80.0, 0.0) and table.stats(CROSS_VIEWS, 1)[:2] == (90.0, 0.0)
+    assert f"| {CROSS_VIEWS} | **90.00 ± 0.00** |" in table.to_markdown()
+    # overrides: another setting, none at all, baselines only, and one-line errors
+    other = presets.preset("digits", methods=["regression", "fskd"], views=8, augment="crop", ks=[1], seeds=[0])
+    assert [(c.method, c.views, c.augment) for c in other.configs] == [
+        ("regression", 1, views.DEFAULT_AUGMENT), ("fskd", 1, views.DEFAULT_AUGMENT), ("regression", 8, "crop")]
+    assert {c.views for c in presets.preset("digits", methods=["fskd", "cp"]).configs} == {1}
+    with pytest.raises(ValueError, match=r"^augment only applies with views > 1; got views=1 with augment='flip'$"):
+        presets.preset("digits", views=1, augment="flip")
+    with pytest.raises(ValueError, match="views must be an int >= 1, got 0"):
+        presets.preset("digits", views=0)
+    with pytest.raises(ValueError, match="'blur' is not one of them"):
+        presets.preset("digits", augment="blur")
+    # the other presets: views apply to the objectives, the baselines keep one view per image
+    (tmp_path / "train").mkdir(), (tmp_path / "test").mkdir(), (tmp_path / "t.pt").write_bytes(b"")
+    structured = presets.preset("cifar10-vgg16-structured", data_root=tmp_path, teacher=tmp_path / "t.pt", seeds=[0],
+                                ks=[1], schemes=["VGG-A"], views=2)
+    assert {(c.method, c.views) for c in structured.configs} == (
+        {(m, 2) for m in ("regression", "correction", "imitation", "cross", "soft")}
+        | {(m, 1) for m in ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp")})
+    assert {c.views for c in presets.preset("mu-sweep", seeds=[0]).configs} == {1}
+
+
 def test_notebook_05_runs_under_papermill(tmp_path):
     import papermill  # the test extra installs papermill
     out = tmp_path / "out"
@@ -275,22 +318,22 @@ def test_notebook_05_runs_under_papermill(tmp_path):
     papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters=parameters, progress_bar=False,
                                cwd=str(tmp_path), kernel_name="python3")
     text = executed.read_text()
-    assert "8 runs done now, 0 found finished in results.jsonl" in text
-    assert "| method | K=1 | K=2 |" in text and "| cross(mu=0.6) |" in text
-    assert len(lines(out / "results.jsonl")) == 8
+    assert "16 runs done now, 0 found finished in results.jsonl" in text  # 8 of the paper's protocol, 8 with views
+    assert "| method | K=1 | K=2 |" in text and "| cross(mu=0.6) |" in text and f"| {CROSS_VIEWS} |" in text
+    assert len(lines(out / "results.jsonl")) == 16
     plan = presets.preset("digits", methods=["regression", "cross"], ks=[1, 2], seeds=[0, 1], test_limit=60, device="cpu")
     report = run_sweep(plan.configs, out / "results.jsonl", show_progress=False)
     assert report.ran == 0  # the notebook stored exactly these runs
     assert (out / "table.md").read_text() == plan.markdown(report.results)
-    assert (out / "figure.html").stat().st_size > 1000 and json.loads((out / "summary.json").read_text())["runs"] == 8
+    assert (out / "figure.html").stat().st_size > 1000 and json.loads((out / "summary.json").read_text())["runs"] == 16
 
 
 def test_cli_reproduce_library_path_and_errors(tmp_path, capsys):
     code = cli.main(["reproduce", "digits", "--no-notebook", "--out", str(tmp_path), "--methods", "cross",
                      "--k", "1", "--seeds", "0", "1", "--test-limit", "60", "--device", "cpu"])
     printed = capsys.readouterr().out
-    assert code == 0 and "digits: 2 runs" in printed and "| cross(mu=0.6) |" in printed
-    assert len(lines(tmp_path / "results.jsonl")) == 2
+    assert code == 0 and "digits: 4 runs" in printed and "| cross(mu=0.6) |" in printed and f"| {CROSS_VIEWS} |" in printed
+    assert len(lines(tmp_path / "results.jsonl")) == 4
     assert cli.main(["reproduce", "cifar10-vgg16-structured", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("xdnb: error: this preset needs CIFAR-10") and "--data-root" in error

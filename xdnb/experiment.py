@@ -64,7 +64,7 @@ class RunConfig:
     for the layer-wise fit and BN re-estimation, the original included, with the augmentations
     ``augment`` (:func:`xdnb.views.make_views`, drawn with ``seed``); 1 = the paper's protocol and
     ``augment`` unused; every method but the data-free l1-norm (:data:`xdnb.views.RECOMMENDED`
-    names the setting chosen on validation images). ``global_stage``: ``None`` (the paper's
+    names the setting chosen on digits validation images). ``global_stage``: ``None`` (the paper's
     protocol), ``"kd"`` or ``"mir"`` after the layer-wise fit (:mod:`xdnb.global_stage`), with
     ``global_steps``, ``global_lr`` and ``kd``'s ``temperature``; objectives only (the ``kd`` and
     ``mir`` baselines run it from the L1-norm student).
@@ -346,9 +346,15 @@ def config_key(config: dict) -> str:
 
 def method_label(config: RunConfig | dict) -> str:
     """A run's row label, :func:`xdnb.methods.label` of its method and parameters
-    (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``)."""
+    (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``), followed by its views only when
+    it fits on more than one view per image (``cross(mu=0.6) + 4 views (flip)``): runs of the
+    paper's protocol (``views`` 1, or results stored before views existed) keep their label."""
     values = config.to_dict() if isinstance(config, RunConfig) else config
-    return methods.label(values["method"], values)
+    label = methods.label(values["method"], values)
+    count = values.get("views", 1)
+    if count > 1:
+        label += f" + {count} views ({views_.canonical_augment(values.get('augment', views_.DEFAULT_AUGMENT))})"
+    return label
 
 
 def resolve_device(device: str) -> torch.device:
