@@ -268,7 +268,7 @@ def test_bad_names_plans_and_options_say_what_is_allowed(digits_teacher, few_sho
             baselines.run(method, digits_teacher, images, labels, "sparse:0.5")
         with pytest.raises(ValueError, match=rf"{method} prunes channels only.*got no pruning"):
             baselines.run(method, digits_teacher, images, labels, None)
-    with pytest.raises(ValueError, match=r"cp has no option 'mu'; allowed: bn, ridge"):
+    with pytest.raises(ValueError, match=r"cp has no option 'mu'; allowed: views, augment, bn, ridge"):
         baselines.run("cp", digits_teacher, images, labels, plan, mu=0.6)
     with pytest.raises(ValueError, match=r"l1-norm has no option 'bn'; allowed: none"):
         baselines.run("l1-norm", digits_teacher, images, labels, plan, bn="keep")

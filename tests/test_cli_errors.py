@@ -89,7 +89,7 @@ def _cases():
         ("views-not-int", ["--views", "two"], "invalid int"),
         ("augment-unknown", ["--views", "2", "--augment", "flip,blur"], "'blur' is not one of them"),
         ("augment-without-views", ["--augment", "crop"], "augment only applies with views > 1"),
-        ("views-with-a-baseline", ["--method", "fskd", "--views", "2"], "views apply to the distillation objectives"),
+        ("views-with-l1-norm", ["--method", "l1-norm", "--views", "2"], "l1-norm uses no data, so views do not apply"),
         ("arch-unknown", ["--arch", "alexnet", "--data", "digits"], "arch must be one of"),
         ("arch-missing-module", ["--arch", "no_such_pkg.nets:net", "--teacher", "{root}/good.pt", "--data", "digits"], "cannot import"),
         ("num-classes-zero", ["--num-classes", "0"], "num_classes must be an int >= 1 or None, got 0"),

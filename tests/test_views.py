@@ -143,7 +143,7 @@ def test_more_views_change_the_fit_and_are_recorded(digits_teacher, few_shot_1):
         distill.compress(digits_teacher, images, "cross", views=0)
     with pytest.raises(ValueError, match="augment must be a comma-separated list.*'blur'"):
         distill.compress(digits_teacher, images, "cross", views=2, augment="blur")
-    with pytest.raises(ValueError, match="views and augment go into options"):
+    with pytest.raises(ValueError, match="views, augment and global_stage go into options"):
         distill.compress(digits_teacher, images, "cross", views=2, options=options)
 
 

@@ -2,7 +2,7 @@
 
 The paper fits the student layer by layer and stops there. Since then the field has also trained
 the pruned network end to end against the teacher, without labels (docs/method.md, "What xdnb
-adds"). :func:`train` does so on the K-shot images, on fresh label-free views at every step
+adds beyond the paper"). :func:`train` does so on the K-shot images, on fresh label-free views at every step
 (:func:`xdnb.views.make_views`), with one of two losses (:data:`STAGES`):
 
 ``kd``
