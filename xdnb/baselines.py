@@ -69,6 +69,8 @@ from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, reestimate_bn
 from .solvers import DEFAULT_RIDGE, Fit
 
 METHODS = ("l1-norm", "bp", "fitnet", "fskd", "thinet", "cp", "kd", "mir")
+#: The paper's six baselines (the presets' tables); kd and mir came later.
+PAPER_METHODS = METHODS[:6]
 #: Methods that only make sense for channel (structured) pruning.
 STRUCTURED_ONLY = ("fskd", "thinet", "cp")
 
