@@ -46,3 +46,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class RunCaptured(Exception):
+    """Raised by :func:`captured_runs`' stand-in for ``xdnb.experiment.run``."""
+
+
+@pytest.fixture
+def captured_runs(monkeypatch):
+    """``xdnb.experiment.run`` replaced by a stub that records the RunConfig it gets and raises
+    :class:`RunCaptured` (so a CLI call stops before any work); returns the list of configs."""
+    from xdnb import experiment
+
+    seen = []
+
+    def capture(config, *args, **kwargs):
+        seen.append(config)
+        raise RunCaptured
+
+    monkeypatch.setattr(experiment, "run", capture)
+    return seen

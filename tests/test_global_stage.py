@@ -199,22 +199,14 @@ def test_run_config_keys_and_checks_of_the_global_stage():
         base.replace(method="bp", options={"views": 4})
 
 
-class _Captured(Exception):
-    pass
+def test_cli_global_stage_flags_reach_the_run_config(captured_runs, monkeypatch, capsys):
+    from conftest import RunCaptured
 
-
-def test_cli_global_stage_flags_reach_the_run_config(monkeypatch, capsys):
-    seen = []
-
-    def capture(config, *args, **kwargs):
-        seen.append(config)
-        raise _Captured
-
-    monkeypatch.setattr(experiment, "run", capture)
-    with pytest.raises(_Captured):
+    seen = captured_runs
+    with pytest.raises(RunCaptured):
         cli.main(["compress", "--k", "1", "--views", "8", "--global-stage", "mir", "--global-steps", "50",
                   "--global-lr", "0.0005"])
-    with pytest.raises(_Captured):
+    with pytest.raises(RunCaptured):
         cli.main(["compress", "--global-stage", "none"])
     assert (seen[0].global_stage, seen[0].global_steps, seen[0].global_lr) == ("mir", 50, 0.0005)
     assert seen[1].global_stage is None and seen[1].key() == experiment.RunConfig().key()

@@ -147,23 +147,14 @@ def test_more_views_change_the_fit_and_are_recorded(digits_teacher, few_shot_1):
         distill.compress(digits_teacher, images, "cross", views=2, options=options)
 
 
-class _Captured(Exception):
-    pass
-
-
-def test_cli_flags_reach_the_run_config(monkeypatch):
+def test_cli_flags_reach_the_run_config(captured_runs):
+    from conftest import RunCaptured
     from xdnb import cli, experiment
 
-    seen = []
-
-    def capture(config, *args, **kwargs):
-        seen.append(config)
-        raise _Captured
-
-    monkeypatch.setattr(experiment, "run", capture)
-    with pytest.raises(_Captured):
+    seen = captured_runs
+    with pytest.raises(RunCaptured):
         cli.main(["compress", "--views", "8", "--augment", "mixup,crop", "--k", "1"])
-    with pytest.raises(_Captured):
+    with pytest.raises(RunCaptured):
         cli.main(["compress"])
     assert (seen[0].views, seen[0].augment, seen[0].k) == (8, "mixup,crop", 1)
     assert (seen[1].views, seen[1].augment) == (1, "flip,crop") and seen[1].key() == experiment.RunConfig().key()
