@@ -492,11 +492,8 @@ class ViewsPanel(Panel):
 
     def _build_figure(self):
         empty = {label: [] for label in self.curves}
-        fig = plots.layer_error_figure(empty, empty, names=self.names,
-                                       title="Per-layer L^r: K-shot images (dotted) vs held-out (solid), live")
-        for trace in fig.data:
-            trace.name = trace.name.replace(", train", ", K-shot images")
-        return fig
+        return plots.layer_error_figure(empty, empty, names=self.names, train_label="K-shot images",
+                                        title="Per-layer L^r: K-shot images (dotted) vs held-out (solid), live")
 
     def _settings(self) -> dict:
         p = self.params
