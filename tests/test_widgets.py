@@ -275,3 +275,17 @@ def test_views_panel_runs_the_global_stage_and_says_when_it_is_shortened(bench):
     with pytest.raises(ValueError, match="global_stage must be one of none, kd, mir, got 'fitnet'"):
         widgets.ViewsPanel(bench, global_stage="fitnet")
     assert panel.params["views"] == 2  # a refused value changes nothing
+
+
+def test_views_panel_never_sends_the_browser_an_undefined_trace_name(bench):
+    """A batch that renames some traces sends the others an undefined name, which plotly.js draws
+    as "trace 0": every message that carries names must carry a name for each of its traces."""
+    panel = widgets.ViewsPanel(bench)
+    sent = []
+    perform = panel.figure._perform_plotly_update
+    panel.figure._perform_plotly_update = lambda *a, **k: (sent.append(k.get("restyle_data") or {}), perform(*a, **k))[1]
+    panel.update(k=2, views=8)  # redraws the one-view reference and renames the views curves
+    named = [data["name"] for data in sent if "name" in data]
+    assert named and all(isinstance(name, str) for names in named for name in names)
+    assert [t.name for t in panel.figure.data] == ["1 view (paper), held-out", "1 view (paper), K-shot images",
+                                                  "8 views (flip), held-out", "8 views (flip), K-shot images"]

@@ -519,12 +519,15 @@ class ViewsPanel(Panel):
         reference = self.reference()
         views = f"{p['views']} views ({p['augment']})" if p["views"] > 1 else "1 view"
         label = views + (f" + {p['global_stage']}" if self._stage() else "")
+        # the names in a batch of their own: a batch that renames traces 2 and 3 while it redraws 0 and 1
+        # sends 0 and 1 an undefined name, which plotly.js draws as "trace 0", "trace 1"
+        with self.figure.batch_update():
+            self.figure.data[2].name, self.figure.data[3].name = f"{label}, held-out", f"{label}, K-shot images"
         with self.figure.batch_update():
             self._set(0, reference.held_out)
             self._set(1, reference.kshot)
             self.figure.data[2].x, self.figure.data[2].y = [], []
             self.figure.data[3].x, self.figure.data[3].y = [], []
-            self.figure.data[2].name, self.figure.data[3].name = f"{label}, held-out", f"{label}, K-shot images"
         fit_images = f"the {p['views']}·K-shot fit images" if p["views"] > 1 else "the K-shot images"
         trial = self._run(p["method"], live_trace=3, live_on=fit_images, views=p["views"], augment=p["augment"],
                           **self._stage(), **self._settings())
