@@ -91,6 +91,26 @@ def test_a_global_stage_on_views_beats_the_layerwise_fit_alone_and_keeps_the_pru
     assert "temperature" not in mir.config and trained.config.get("temperature") is None
 
 
+def test_per_layer_errors_after_a_global_stage_compare_with_the_layerwise_ones(digits_teacher, one_shot, digits_data):
+    """The widened student keeps the layer-wise values of the removed filters (read by no layer, but
+    counted in their layer's error): before, they were zeros and a layer whose outputs are 75 %
+    pruned showed a relative error near 0.75 after a stage of any length."""
+    images, _ = one_shot
+    _, (x_test, _) = digits_data
+    alone = distill.compress(digits_teacher, images, "cross", pruning="keep:0.25", views=4, show_progress=False)
+    for stage in ("kd", "mir"):
+        one = distill.compress(digits_teacher, images, "cross", pruning="keep:0.25", views=4, show_progress=False,
+                               global_stage=global_stage.GlobalStage(stage, steps=1, lr=1e-6))
+        with torch.no_grad():
+            assert torch.allclose(one.student(x_test[:50]), one.masked_student(x_test[:50]), atol=1e-4)
+        before = [r["relative_error"] for r in metrics.layer_errors(digits_teacher, alone.masked_student, x_test)]
+        after = [r["relative_error"] for r in metrics.layer_errors(digits_teacher, one.masked_student, x_test)]
+        assert after == pytest.approx(before, rel=1e-2), stage  # one tiny step moves little
+        conv2 = one.kept_channels["feature.7"]  # conv3's kept inputs: conv2's live filters
+        removed = sorted(set(range(32)) - set(conv2))
+        assert torch.equal(one.masked_student.feature[3].weight[removed], alone.masked_student.feature[3].weight[removed])
+
+
 def test_unstructured_masks_survive_the_global_stage(digits_teacher, one_shot):
     images, _ = one_shot
     result = distill.compress(digits_teacher, images, "regression", pruning="sparse:0.9", views=4,

@@ -4,7 +4,8 @@ figure against direct library calls (distill.compress + metrics.layer_errors).""
 import pytest
 import torch
 
-from xdnb import baselines, distill, metrics, plots, tutorial, widgets
+from xdnb import baselines, distill, metrics, plots, tutorial, views, widgets
+from xdnb.global_stage import GlobalStage
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +190,102 @@ def test_baselines_run_through_the_bench_and_l1_norm_keeps_bn(bench):
         student_bn, teacher_bn = trial.compressed.student.get_submodule(name), bench.teacher.get_submodule(name)
         assert torch.equal(student_bn.running_mean, teacher_bn.running_mean) and torch.equal(student_bn.running_var, teacher_bn.running_var)
     assert [r["layer"] for r in trial.held_out] == ["feature.3", "feature.7", "feature.10", "feature.14", "feature.17"]
+
+
+# --- notebook 07: views and the global stage -------------------------------------------------------
+
+
+def test_kshot_errors_are_the_final_student_on_the_kshot_images_not_the_views(bench):
+    trial = bench.run("cross", views=4, augment="flip")
+    images, _ = bench.shots(1, 0)
+    by_hand = metrics.layer_errors(bench.teacher, trial.compressed.masked_student, images)
+    assert trial.kshot == by_hand and len(images) == 10
+    assert trial.errors(split="kshot") == [r["relative_error"] for r in by_hand]
+    # train: the engine's records, on the 40 fit images (the ten originals and their 30 views)
+    fit_images = views.make_views(images, 4, "flip", seed=0)
+    on_views = metrics.layer_errors(bench.teacher, trial.compressed.masked_student, fit_images)
+    assert trial.errors(split="train") == pytest.approx([r["relative_error"] for r in on_views], rel=1e-4)
+    assert trial.errors(split="kshot") != pytest.approx(trial.errors(split="train"), rel=1e-2)
+    assert trial.gap() == pytest.approx(sum(r["relative_error"] for r in trial.held_out)
+                                        - sum(r["relative_error"] for r in by_hand))
+    assert trial.settings["views"] == 4 and trial.settings["augment"] == "flip"
+    with pytest.raises(ValueError, match="split must be one of held_out, train, kshot, got 'views'"):
+        trial.errors(split="views")
+
+
+def test_one_view_is_the_plain_run_and_its_kshot_errors_are_the_engines(bench):
+    plain, one = bench.run("cross"), bench.run("cross", views=1, augment="flip,crop,mixup")
+    assert one.errors() == plain.errors() and one.accuracy == plain.accuracy
+    assert one.settings == plain.settings  # views=1 records nothing extra: it is the paper's protocol
+    # with the K-shot images alone and no global stage, the final student's errors on them are the engine's records
+    assert plain.errors(split="kshot") == pytest.approx(plain.errors(split="train"), rel=1e-4)
+
+
+def _direct_views(bench, n, augment, k=1, **kw):
+    """The views panel's red curves without xdnb.tutorial: held-out and K-shot-image records and accuracy."""
+    images, _ = bench.shots(k, 0)
+    torch.manual_seed(0)
+    result = distill.compress(bench.teacher, images, "cross", pruning="keep:0.25", ridge=0.1, bn="reestimate",
+                              views=n, augment=augment, seed=0, show_progress=False, **kw)
+    return (metrics.layer_errors(bench.teacher, result.masked_student, bench.held_images),
+            metrics.layer_errors(bench.teacher, result.masked_student, images),
+            metrics.accuracy(result.student, bench.held_images, bench.held_labels))
+
+
+def test_views_panel_matches_the_library_and_follows_its_views_slider(bench, capsys):
+    panel = widgets.ViewsPanel(bench)
+    assert (panel.params["views"], panel.params["augment"]) == (views.RECOMMENDED["views"], views.RECOMMENDED["augment"])
+    assert len(panel.figure.data) == 4  # (1 view, views) x (held-out, K-shot images)
+    _, plain_held, plain_accuracy = _direct(bench, "cross")
+    images, _ = bench.shots(1, 0)
+    assert list(panel.figure.data[0].y) == pytest.approx(_relative(plain_held), rel=1e-9)
+    assert list(panel.figure.data[1].y) == pytest.approx(
+        _relative(metrics.layer_errors(bench.teacher, panel.reference().compressed.masked_student, images)), rel=1e-9)
+    held, kshot, accuracy = _direct_views(bench, 4, "flip")
+    assert list(panel.figure.data[2].y) == pytest.approx(_relative(held), rel=1e-9)
+    assert list(panel.figure.data[3].y) == pytest.approx(_relative(kshot), rel=1e-9)
+    assert panel.trial.accuracy == accuracy and panel.reference().accuracy == plain_accuracy
+    assert f"{100 * accuracy:.1f} %" in panel.status.value and "4 views (flip)" in panel.status.value
+    reference, before = panel.reference(), list(panel.figure.data[2].y)
+
+    panel.controls["views"].value = 8  # what moving the slider does
+    assert panel.params["views"] == 8 and panel.reference() is reference  # the one-view curves are not recomputed
+    assert list(panel.figure.data[2].y) != before
+    held8, kshot8, accuracy8 = _direct_views(bench, 8, "flip")
+    assert list(panel.figure.data[2].y) == pytest.approx(_relative(held8), rel=1e-9)
+    assert list(panel.figure.data[3].y) == pytest.approx(_relative(kshot8), rel=1e-9)
+    assert panel.figure.data[2].name == "8 views (flip), held-out"
+    assert f"{100 * accuracy8:.1f} %" in panel.status.value
+    assert f"{reference.gap():.3f} (1 view) → {panel.trial.gap():.3f}" in panel.status.value
+    assert capsys.readouterr() == ("", "")  # panels never print
+
+
+def test_views_panel_runs_the_global_stage_and_says_when_it_is_shortened(bench):
+    panel = widgets.ViewsPanel(bench, views=2, global_stage="mir", global_steps=5)
+    held, kshot, accuracy = _direct_views(bench, 2, "flip", global_stage=GlobalStage("mir", steps=5))
+    assert list(panel.figure.data[2].y) == pytest.approx(_relative(held), rel=1e-9)
+    assert list(panel.figure.data[3].y) == pytest.approx(_relative(kshot), rel=1e-9)
+    assert panel.trial.accuracy == accuracy and panel.trial.settings["global_steps"] == 5
+    assert "global stage mir for 5 Adam steps (default 400" in panel.status.value
+    assert panel.figure.data[2].name == "2 views (flip) + mir, held-out"
+    panel.controls["global_stage"].value = "none"
+    assert "global stage" not in panel.status.value and "global_stage" not in panel.trial.settings
+    with pytest.raises(ValueError, match=r"views must be one of 1, 2, 4, 8, 16, got 3$"):
+        panel.update(views=3)
+    with pytest.raises(ValueError, match="global_stage must be one of none, kd, mir, got 'fitnet'"):
+        widgets.ViewsPanel(bench, global_stage="fitnet")
+    assert panel.params["views"] == 2  # a refused value changes nothing
+
+
+def test_views_panel_never_sends_the_browser_an_undefined_trace_name(bench):
+    """A batch that renames some traces sends the others an undefined name, which plotly.js draws
+    as "trace 0": every message that carries names must carry a name for each of its traces."""
+    panel = widgets.ViewsPanel(bench)
+    sent = []
+    perform = panel.figure._perform_plotly_update
+    panel.figure._perform_plotly_update = lambda *a, **k: (sent.append(k.get("restyle_data") or {}), perform(*a, **k))[1]
+    panel.update(k=2, views=8)  # redraws the one-view reference and renames the views curves
+    named = [data["name"] for data in sent if "name" in data]
+    assert named and all(isinstance(name, str) for names in named for name in names)
+    assert [t.name for t in panel.figure.data] == ["1 view (paper), held-out", "1 view (paper), K-shot images",
+                                                  "8 views (flip), held-out", "8 views (flip), K-shot images"]

@@ -373,11 +373,14 @@ def train_globally(stage: "global_stage_.GlobalStage", graph, outcome: Compresse
     """``outcome`` after the global ``stage`` (:func:`xdnb.global_stage.train`) against the traced
     teacher ``graph.model`` on the K-shot ``images``: the physical student is trained (pruned
     channels do not exist; unstructured masks are kept) and widened back to the teacher's width
-    for ``masked_student``. The config records the stage; ``history`` is left as it was."""
+    for ``masked_student`` (the removed filters, which no layer reads, keep their layer-wise values,
+    so per-layer errors before and after the stage compare: :func:`xdnb.pruning.widen`). The
+    config records the stage; ``history`` is left as it was."""
     student = copy.deepcopy(outcome.student)
     info = global_stage_.train(stage, graph.model, student, images, views=views, augment=augment, seed=seed,
                                masks=outcome.masks, batch_size=batch_size, show_progress=show_progress)
-    masked = pruning_.widen(graph, student, outcome.kept_channels) if outcome.kept_channels else student
+    masked = (pruning_.widen(graph, student, outcome.kept_channels, base=outcome.masked_student)
+              if outcome.kept_channels else student)
     trained = dataclasses.replace(outcome, masked_student=masked.eval(),
                                   config={**outcome.config, **stage.describe(), **info})
     trained.__dict__["student"] = student.eval()  # already narrow: no second removal

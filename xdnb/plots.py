@@ -89,15 +89,17 @@ def _y_title(key: str, relative: bool) -> str:
 
 def layer_error_figure(held_out: dict[str, list[dict]], train: dict[str, list[dict]] | None = None, *,
                        key: str = "relative_error", relative: bool = True, names: dict | None = None,
-                       log_y: bool = False, title: str | None = "Per-layer estimation error") -> go.Figure:
+                       log_y: bool = False, title: str | None = "Per-layer estimation error",
+                       train_label: str = "train") -> go.Figure:
     """Per-layer ``key`` (default: the estimation error L^r), one solid line per method on the
     held-out images and, if ``train`` is given, a dotted line of the same colour on the K-shot
-    images the student was fitted on. ``held_out`` / ``train``: label -> per-layer records."""
+    images the student was fitted on. ``held_out`` / ``train``: label -> per-layer records;
+    ``train_label``: how the legend names the dotted lines (``"{label}, {train_label}"``)."""
     fig = go.Figure()
     labels = list(held_out) + [k for k in (train or {}) if k not in held_out]
     for position, label in enumerate(labels):
         color = method_color(label, position)
-        for split, curves, dash in (("held-out", held_out, "solid"), ("train", train or {}, "dot")):
+        for split, curves, dash in (("held-out", held_out, "solid"), (train_label, train or {}, "dot")):
             if label not in curves:
                 continue
             records = curves[label]

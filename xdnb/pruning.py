@@ -223,15 +223,18 @@ def _has_linear_sites(kept_channels, model) -> bool:
 
 
 @torch.no_grad()
-def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[int]]) -> nn.Module:
+def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[int]],
+          base: nn.Module | None = None) -> nn.Module:
     """The teacher-width twin of a physically pruned ``compact`` network (``graph``: the traced
     teacher): its weights placed at the kept channels (teacher numbering) and each site's pruned
     input channels zeroed, so it computes the same outputs as ``compact`` and can be compared
     layer by layer with the teacher (:func:`xdnb.metrics.layer_errors`). Removed filters are never
-    read (their values are arbitrary)."""
+    read by the next layer, but a layer's per-layer error covers all its output channels: they are
+    zeros (``base=None``), or ``base``'s (a teacher-width network of the same architecture, e.g. the
+    masked student before a global stage, so that its per-layer errors stay comparable)."""
     import torch_pruning as tp
 
-    full = copy.deepcopy(graph.model)
+    full = copy.deepcopy(graph.model if base is None else base)
     names = {m: n for n, m in graph.model.named_modules()}
     rows, cols = {}, {}  # module -> kept output (dim 0) / input (dim 1) indices
     for name, kept in kept_channels.items():
@@ -255,7 +258,12 @@ def widen(graph: ModelGraph, compact: nn.Module, kept_channels: dict[str, list[i
             continue
         r, c = rows.get(module), cols.get(module)
         if c is not None and key.endswith("weight"):
-            target.zero_()  # a site reads its kept input channels only
+            if base is None:
+                target.zero_()  # a site reads its kept input channels only
+            else:  # the removed filters keep base's values; the pruned input channels are zeroed
+                pruned = torch.ones(target.shape[1], dtype=torch.bool)
+                pruned[c] = False
+                target[:, pruned.to(target.device)] = 0
         r, c = (None if i is None else i.to(target.device) for i in (r, c))
         if r is not None and c is not None and target.ndim > 1:
             target[r[:, None], c[None, :]] = value

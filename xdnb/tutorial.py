@@ -5,9 +5,13 @@ K-shot images are drawn from, and held-out images (the digits test split by defa
 :meth:`Bench.run` compresses the teacher with one objective (or baseline) and measures the result
 the way the tutorials look at it, returning a :class:`Trial`:
 
-- ``train``: the engine's per-layer records, measured on the K-shot images the student was fitted on;
-- ``held_out``: the same per-layer quantities on the held-out images
-  (:func:`xdnb.metrics.layer_errors` on the masked student);
+- ``train``: the engine's per-layer records, measured on the images each layer was fitted on
+  while it was fitted: the K-shot images, or with ``views > 1`` the K·views fit images
+  (:func:`xdnb.views.make_views`); before any global stage;
+- ``kshot``: the per-layer quantities of the final student on the K-shot images themselves (the
+  originals, never the views; after any global stage) (:func:`xdnb.metrics.layer_errors` on the
+  masked student), so that train and held-out errors compare fairly with and without views;
+- ``held_out``: the same per-layer quantities on the held-out images;
 - ``accuracy``: top-1 accuracy of the compressed student on the held-out images.
 
 Per-layer quantities are mean squared errors of pre-activation conv outputs;
@@ -33,21 +37,28 @@ from .plots import layer_labels, layer_value
 DEFAULT_PRUNING = "keep:0.25"
 DEFAULT_K = 1
 #: The settings of a run that a :class:`Trial` records from its outcome's config.
-SETTINGS = ("bn", "solver", "ridge", "rounds", "steps", "lr", "weight_decay", "hint_weight", "temperature", "quantize", "linear")
+SETTINGS = ("bn", "solver", "ridge", "rounds", "steps", "lr", "weight_decay", "hint_weight", "temperature", "quantize", "linear",
+            "views", "augment", "global_stage", "global_steps", "global_lr")
+#: The splits of :meth:`Trial.errors`.
+SPLITS = ("held_out", "train", "kshot")
 
 
 @dataclass
 class Trial:
     """One compression and its measurements (see module docstring).
 
-    ``settings``: what was run (method, k, seed, pruning, bn, solver, and the method's parameters);
-    ``train`` / ``held_out``: per-layer records; ``accuracy``: held-out top-1 (a fraction);
+    ``settings``: what was run (method, k, seed, pruning, bn, solver, the method's parameters, and
+    views / global stage when used); ``train`` / ``held_out`` / ``kshot``: per-layer records, one
+    dict per fitted layer front to back (keys of :func:`xdnb.metrics.layer_record`: MSEs of
+    pre-activation conv outputs, and ``relative_error``, a fraction of the teacher output power);
+    ``accuracy``: held-out top-1 (a fraction);
     ``seconds``: compression time; ``compressed``: the engine's full outcome (students, masks).
     """
 
     settings: dict
     train: list[dict]
     held_out: list[dict]
+    kshot: list[dict]
     accuracy: float
     seconds: float
     compressed: distill.Compressed = field(repr=False)
@@ -59,8 +70,15 @@ class Trial:
 
     def errors(self, key: str = "relative_error", split: str = "held_out") -> list[float]:
         """One value per layer of ``key`` (relative to the teacher output power, see
-        :func:`relative`) on ``split`` (``"held_out"`` or ``"train"``)."""
+        :func:`xdnb.plots.layer_value`) on ``split``: ``"held_out"``, ``"train"`` (the fit images,
+        while fitting) or ``"kshot"`` (the final student on the K-shot images themselves)."""
         return [layer_value(r, key) for r in self._split(split)]
+
+    def gap(self, key: str = "relative_error") -> float:
+        """The over-fitting gap summed over layers: held-out minus K-shot-image ``key`` (relative, as
+        :meth:`errors`), ``sum(errors(key)) − sum(errors(key, "kshot"))``; 0 = the student does as
+        well on images it never saw as on its K-shot images."""
+        return sum(self.errors(key)) - sum(self.errors(key, "kshot"))
 
     def bound(self, mu: float, split: str = "held_out") -> list[float]:
         """Per layer, the right-hand side of the bound ``2·L(mu) + 2·(mu·eps_S + (1−mu)·eps_T)``
@@ -68,8 +86,8 @@ class Trial:
         return [layer_value({**r, "bound_value": metrics.bound(r, mu)}, "bound_value") for r in self._split(split)]
 
     def _split(self, split: str) -> list[dict]:
-        if split not in ("held_out", "train"):
-            raise ValueError(f"split must be 'held_out' or 'train', got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         return getattr(self, split)
 
     def names(self, names: dict | None = None) -> list[str]:
@@ -129,10 +147,12 @@ class Bench:
         ``method``: an objective (``regression``, ``correction``, ``imitation``, ``cross`` with
         ``mu`` (default 0.6), ``soft`` with ``alpha``, ``beta``) or a baseline of
         :mod:`xdnb.baselines`. ``options``: the method's settings (:func:`xdnb.methods.options_for`:
-        ``solver``, ``bn``, ``ridge``... for the objectives, a baseline's own, e.g. ``bn``,
-        ``steps``); the method's defaults otherwise. ``pruning``: a spec of
+        ``solver``, ``bn``, ``ridge``, and xdnb's additions ``views``, ``augment``, ``global_stage``,
+        ``global_steps``... for the objectives, a baseline's own, e.g. ``bn``, ``steps``); the
+        method's defaults otherwise (one view, no global stage: the paper's protocol). ``pruning``: a spec of
         :func:`xdnb.pruning.parse` (``keep:0.25``, ``sparse:0.9``, ``VGG-50``...) or ``None``.
-        ``callback(record)`` runs after every layer (the engine's record, on the K-shot images).
+        ``callback(record)`` runs after every layer (the engine's record, on the fit images: the
+        K-shot images, or their K·views views).
         Goes through :func:`xdnb.methods.compress`, like :func:`xdnb.experiment.run`.
         Deterministic for a fixed seed and thread count.
         """
@@ -147,8 +167,10 @@ class Bench:
         settings = {"method": method, "k": int(k), "seed": int(seed), "pruning": pruning, **params,
                     **{key: value for key, value in outcome.config.items() if key in SETTINGS}}
         held = metrics.layer_errors(self.teacher, outcome.masked_student, self.held_images)
+        kshot = metrics.layer_errors(self.teacher, outcome.masked_student, images)
         accuracy = metrics.accuracy(outcome.student, self.held_images, self.held_labels)
-        return Trial(settings, outcome.history, held, accuracy, outcome.seconds, outcome)
+        return Trial(settings, train=outcome.history, held_out=held, kshot=kshot, accuracy=accuracy,
+                     seconds=outcome.seconds, compressed=outcome)
 
     def accuracies(self, method: str = "regression", seeds: Sequence[int] = (0, 1, 2), **settings) -> list[float]:
         """Held-out accuracy (fractions) of :meth:`run` over ``seeds`` (one K-shot draw each)."""

@@ -9,7 +9,11 @@ One panel class per notebook topic:
 - :class:`SoftPanel` (03): the soft connection; alpha and beta sliders over a precomputed
   (alpha, beta) heat map, and the per-layer held-out L^r of the current point;
 - :class:`PruningPanel` (04): structured vs unstructured pruning; amount, K, method and BN; kept
-  channels (or weights) per layer and held-out L^r; size, FLOPs and latency in the status line.
+  channels (or weights) per layer and held-out L^r; size, FLOPs and latency in the status line;
+- :class:`ViewsPanel` (07): xdnb's additions beyond the paper; the number of label-free views per
+  K-shot image, their augmentation, K and an optional global stage (kd / mir); per-layer error on
+  the K-shot images (dotted) and on held-out images (solid), with one view (the paper's protocol)
+  and with the chosen views.
 
 Every panel owns its controls (``continuous_update=False``: a slider recomputes when released),
 one ``plotly.graph_objects.FigureWidget`` (:attr:`Panel.figure`) and a status line
@@ -28,11 +32,13 @@ import time
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from . import global_stage as global_stage_
 from . import latency as timing
 from . import metrics, plots
 from .sites import BN_MODES
 from .solvers import DEFAULT_RIDGE
-from .tutorial import DEFAULT_K, Bench, Trial
+from .tutorial import DEFAULT_K, DEFAULT_PRUNING, Bench, Trial
+from .views import RECOMMENDED
 
 #: The pruning panel's latency: one batch of this many inputs, timed this many times (teacher and
 #: student interleaved, :func:`xdnb.latency.compare`).
@@ -45,6 +51,16 @@ PANEL_WIDTH = 980
 
 #: K values offered by the sliders (the paper's).
 K_CHOICES = (1, 2, 3, 5, 10)
+
+
+#: Views per K-shot image offered by the views panel's slider (1 = the images alone, the paper's protocol).
+VIEW_CHOICES = (1, 2, 4, 8, 16)
+#: Augmentations offered by the views panel (:func:`xdnb.views.parse_augment`).
+AUGMENT_CHOICES = ("flip", "crop", "flip,crop", "flip,crop,mixup")
+#: Adam steps of the views panel's global stage: a quarter of the default
+#: (:data:`xdnb.global_stage.DEFAULT_STEPS`, 400), so that one slider change with a stage stays
+#: around a second on digits on one thread (400 steps take about 3 s there).
+PANEL_GLOBAL_STEPS = 100
 
 
 def _k_slider(value: int) -> W.SelectionSlider:
@@ -75,12 +91,13 @@ class Panel:
 
     #: parameters every subclass accepts, with defaults (overridden per subclass)
     defaults: dict = {}
+    #: parameters whose control offers a fixed list of values: name -> the values (checked by
+    #: :meth:`update` and the constructor, so a value a control cannot show is a ValueError)
+    choices: dict = {}
 
     def __init__(self, bench: Bench | None = None, **params):
         self.bench = bench if bench is not None else Bench()
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; allowed: {', '.join(self.defaults)}")
+        self._check(params)
         self.params = {**self.defaults, **params}
         self.names = self.bench.layer_names
         self.controls = self._controls()
@@ -125,10 +142,9 @@ class Panel:
     def update(self, **params) -> Trial | None:
         """Set parameters (as the controls would), recompute and redraw; returns the new trial.
 
-        Raises ValueError for an unknown parameter name (listing the allowed ones)."""
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; allowed: {', '.join(self.defaults)}")
+        Raises ValueError for an unknown parameter name (listing the allowed ones) or a value that
+        is not among a control's :attr:`choices`."""
+        self._check(params)
         self.params.update(params)
         self._syncing = True
         try:
@@ -144,10 +160,19 @@ class Panel:
         self.status.value = f"{text} · updated in {self.seconds:.2f} s"
         return self.trial
 
-    def _live(self, trace_index: int):
+    def _check(self, params: dict) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; allowed: {', '.join(self.defaults)}")
+        for name, value in params.items():
+            if name in self.choices and value not in self.choices[name]:
+                allowed = ", ".join(str(v) for v in self.choices[name])
+                raise ValueError(f"{type(self).__name__}: {name} must be one of {allowed}, got {value!r}")
+
+    def _live(self, trace_index: int, on: str = "the K-shot images"):
         """An engine callback that appends each finished layer to trace ``trace_index`` (its error
-        on the K-shot images; the held-out values replace it when the compression is done) and
-        says so in the status line."""
+        on the images it is fitted on, ``on``; the final values replace it when the compression is
+        done) and says so in the status line."""
         xs, ys = [], []
 
         def callback(record: dict) -> None:
@@ -156,7 +181,7 @@ class Panel:
             with self.figure.batch_update():
                 self.figure.data[trace_index].x = list(xs)
                 self.figure.data[trace_index].y = list(ys)
-            self.status.value = (f"compressing… {xs[-1]} fitted, L^r on the K-shot images {ys[-1]:.3f} "
+            self.status.value = (f"compressing… {xs[-1]} fitted, L^r on {on} {ys[-1]:.3f} "
                                  "(held-out errors follow)")
         return callback
 
@@ -165,8 +190,8 @@ class Panel:
         trace.x = plots.layer_labels(records, self.names)
         trace.y = [plots.layer_value(r, key) for r in records]
 
-    def _run(self, method: str, live_trace: int | None = None, **settings) -> Trial:
-        callback = self._live(live_trace) if live_trace is not None else None
+    def _run(self, method: str, live_trace: int | None = None, live_on: str = "the K-shot images", **settings) -> Trial:
+        callback = self._live(live_trace, live_on) if live_trace is not None else None
         return self.bench.run(method, callback=callback, **settings)
 
     def snapshot(self) -> go.Figure:
@@ -425,3 +450,99 @@ class PruningPanel(Panel):
                 f"{'parameters' if structured else 'non-zero parameters'} {params:,} of {teacher_size['params']:,}; "
                 f"{'FLOPs' if structured else 'effective FLOPs'} {flops:,} of {teacher_size['flops_dense']:,}; "
                 f"latency ×{speed:.2f} of the teacher's")
+
+
+class ViewsPanel(Panel):
+    """Notebook 07: label-free views of the K-shot images and the global stage, xdnb's additions
+    beyond the paper (docs/method.md, "What xdnb adds beyond the paper").
+
+    Controls: ``views`` per K-shot image (:data:`VIEW_CHOICES`; 1 = the paper's protocol),
+    ``augment`` (:data:`AUGMENT_CHOICES`), K, and ``global_stage`` (``none``, ``kd``, ``mir``,
+    run for ``global_steps`` Adam steps: :data:`PANEL_GLOBAL_STEPS` by default, fewer than the
+    library's 400, and the status line says so). The figure shows, per layer, the relative
+    estimation error L^r / mean((W_T*h_T)²) of the final student on the K-shot images themselves
+    (dotted; :attr:`xdnb.tutorial.Trial.kshot`, never on the views) and on held-out images
+    (solid), for ``method`` with one view and no stage (the reference, blue; recomputed only when
+    K, the method or its settings change) and with the chosen views and stage (red). While a
+    compression runs, the red dotted line shows each layer's error on the K·views images it is
+    being fitted on; the K-shot-image values replace it at the end. The status line gives held-out
+    accuracy against the teacher and the reference, and the gap held-out − K-shot summed over
+    layers (:meth:`xdnb.tutorial.Trial.gap`)."""
+
+    defaults = {"views": RECOMMENDED["views"], "augment": RECOMMENDED["augment"], "k": DEFAULT_K,
+                "global_stage": "none", "global_steps": PANEL_GLOBAL_STEPS, "method": "cross",
+                "pruning": DEFAULT_PRUNING, "ridge": DEFAULT_RIDGE, "bn": "reestimate", "seed": 0}
+    choices = {"views": VIEW_CHOICES, "augment": AUGMENT_CHOICES, "k": K_CHOICES,
+               "global_stage": ("none", *global_stage_.STAGES)}
+    #: the two curves' labels: trace 2·i is curve i on held-out images, trace 2·i + 1 on the K-shot images
+    curves = ("1 view (paper)", "views")
+
+    def __init__(self, bench: Bench | None = None, **params):
+        self._reference: tuple[tuple, Trial] | None = None
+        super().__init__(bench, **params)
+
+    def _controls(self):
+        p = self.params
+        return {"views": W.SelectionSlider(options=list(self.choices["views"]), value=p["views"], description="views",
+                                           continuous_update=False),
+                "augment": W.Dropdown(options=list(self.choices["augment"]), value=p["augment"], description="augment"),
+                "k": _k_slider(p["k"]),
+                "global_stage": W.Dropdown(options=list(self.choices["global_stage"]), value=p["global_stage"],
+                                           description="global stage", style={"description_width": "initial"})}
+
+    def _build_figure(self):
+        empty = {label: [] for label in self.curves}
+        return plots.layer_error_figure(empty, empty, names=self.names, train_label="K-shot images",
+                                        title="Per-layer L^r: K-shot images (dotted) vs held-out (solid), live")
+
+    def _settings(self) -> dict:
+        p = self.params
+        return {"k": p["k"], "seed": p["seed"], "pruning": p["pruning"], "bn": p["bn"], "ridge": p["ridge"]}
+
+    def reference(self) -> Trial:
+        """The trial with one view and no global stage (the paper's protocol) for the current method,
+        K, seed, pruning, ridge and BN (cached)."""
+        p = self.params
+        key = (p["method"], *self._settings().values())
+        if self._reference is None or self._reference[0] != key:
+            self._reference = (key, self._run(p["method"], **self._settings()))
+        return self._reference[1]
+
+    def _stage(self) -> dict:
+        p = self.params
+        if p["global_stage"] == "none":
+            return {}
+        return {"global_stage": p["global_stage"], "global_steps": p["global_steps"]}
+
+    def _compute_and_draw(self):
+        p = self.params
+        reference = self.reference()
+        views = f"{p['views']} views ({p['augment']})" if p["views"] > 1 else "1 view"
+        label = views + (f" + {p['global_stage']}" if self._stage() else "")
+        # the names in a batch of their own: a batch that renames traces 2 and 3 while it redraws 0 and 1
+        # sends 0 and 1 an undefined name, which plotly.js draws as "trace 0", "trace 1"
+        with self.figure.batch_update():
+            self.figure.data[2].name, self.figure.data[3].name = f"{label}, held-out", f"{label}, K-shot images"
+        with self.figure.batch_update():
+            self._set(0, reference.held_out)
+            self._set(1, reference.kshot)
+            self.figure.data[2].x, self.figure.data[2].y = [], []
+            self.figure.data[3].x, self.figure.data[3].y = [], []
+        fit_images = f"the {p['views']}·K-shot fit images" if p["views"] > 1 else "the K-shot images"
+        trial = self._run(p["method"], live_trace=3, live_on=fit_images, views=p["views"], augment=p["augment"],
+                          **self._stage(), **self._settings())
+        if self._stage():
+            self.status.value = f"global stage {p['global_stage']} done; measuring…"
+        with self.figure.batch_update():
+            self._set(2, trial.held_out)
+            self._set(3, trial.kshot)
+        self.trial = trial
+        stage = ""
+        if self._stage():
+            steps = p["global_steps"]
+            stage = (f", then global stage {p['global_stage']} for {steps} Adam steps"
+                     + (f" (default {global_stage_.DEFAULT_STEPS}; fewer here so that a change takes seconds)"
+                        if steps < global_stage_.DEFAULT_STEPS else ""))
+        return (f"{trial.label}, K={p['k']}, {views}{stage}: {self._accuracy_text(trial)}; 1 view "
+                f"{100 * reference.accuracy:.1f} %; gap held-out − K-shot summed over layers "
+                f"{reference.gap():.3f} (1 view) → {trial.gap():.3f}")
