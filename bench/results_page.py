@@ -54,7 +54,12 @@ RESNET18_KS = [1, 5]
 RESNET18_TEST_LIMIT = 2000
 #: Page sections that render on their own from their own stores (``--sections``), each kept in
 #: ``docs/results.md`` between ``<!-- section NAME -->`` and ``<!-- end section NAME -->``.
-SECTION_NAMES = ("resnet18", "latency")
+SECTION_NAMES = ("resnet18", "latency", "beyond")
+#: The "Beyond the paper" section (issue 14): (scheme, K) cells in the order they run, the most
+#: informative first, so a partial sweep (it spans sessions) holds whole cells.
+BEYOND_CELLS = [("VGG-C", 1), ("VGG-C", 5), ("VGG-A", 1), ("VGG-A", 2), ("VGG-C", 2), ("VGG-A", 5), ("sparse:0.9", 1)]
+BEYOND_OBJECTIVES = ["regression", "correction", "imitation", "cross", presets.SOFT]
+BEYOND_BASELINES = ["bp", "fitnet", "fskd", "thinet", "cp", "kd", "mir"]
 
 
 def sweeps(root: str, teacher: str, ks, seeds) -> dict:
@@ -91,6 +96,32 @@ def resnet18_sweep(root: str, teacher: str, seeds) -> list[RunConfig]:
                              stem=RESNET18["stem"], num_classes=RESNET18["num_classes"],
                              test_limit=RESNET18_TEST_LIMIT).configs
     return data_free(sorted(configs, key=lambda c: c.seed))
+
+
+def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[RunConfig]:
+    """The "Beyond the paper" runs, cell by cell and seed by seed: every objective and baseline
+    with one view (the paper's protocol) and with :data:`xdnb.views.RECOMMENDED_CIFAR10` (bp and
+    fitnet, which use labels, without the mixup views), and the global stages kd and mir on top
+    of regression and cross with those views. L1-norm runs once per scheme (no data)."""
+    from xdnb import baselines, views
+
+    setting = views.RECOMMENDED_CIFAR10
+    labelled = {"views": setting["views"], "augment": views.without_mixup(setting["augment"])}
+    unlabelled = {"views": setting["views"], "augment": setting["augment"]}
+    out = []
+    for scheme, k in cells:
+        for seed in seeds:
+            common = dict(data=f"cifar10-folder:{root}", arch="vgg16", teacher=teacher, pruning=scheme, k=k, seed=seed)
+            kept = [m for m in BEYOND_BASELINES if not (scheme.startswith("sparse:") and m in baselines.STRUCTURED_ONLY)]
+            out.append(RunConfig(method="l1-norm", **common))
+            for method in BEYOND_OBJECTIVES + kept:
+                name, params = (method, {}) if ":" not in method else ("soft", dict(zip(("alpha", "beta"), map(float, method.split(":")[1].split(",")))))
+                with_views = labelled if name in ("bp", "fitnet") else unlabelled
+                out.append(RunConfig(method=name, **params, **common))
+                out.append(RunConfig(method=name, **params, **with_views, **common))
+            for method in ("regression", "cross"):
+                out += [RunConfig(method=method, global_stage=stage, **unlabelled, **common) for stage in ("kd", "mir")]
+    return data_free(out)
 
 
 def load(name: str, configs=None) -> list[dict]:
@@ -473,8 +504,8 @@ runs alone took {engine_hours:.1f} h.
         parts.append("**Solvers side by side** (seed 0, one run each; `bench/engine_cifar.py`, whose results this page reads; "
                      "wall times measured while other benchmarks shared the CPU, so only their order of magnitude counts)\n\n"
                      + tables.markdown(["scheme", "K", "BN", "method", "solver", "accuracy (%)", "compression (s)", "threads"], rows) + "\n")
-    parts.append("## 6. Beyond the paper\n")
-    parts.append(beyond(engine))
+    parts.append("## 6. The closed-form solver against the authors' protocol\n")
+    parts.append(solver_comparison(engine))
     return "\n".join(parts)
 
 
@@ -496,7 +527,7 @@ def presets_label(run: dict) -> str:
     return f"cross(mu={run['mu']})" if run["objective"] == "cross" else f"soft({run['alpha']}, {run['beta']})"
 
 
-def beyond(engine: list[dict]) -> str:
+def solver_comparison(engine: list[dict]) -> str:
     """lstsq against the reference protocol, from the engine benchmark's runs."""
     pairs = {}
     for r in engine:
@@ -607,7 +638,49 @@ def render_latency() -> str:
     return head + "\n" + bench_latency.markdown(json.loads(path.read_text()))
 
 
-SECTIONS = {"resnet18": lambda args: render_resnet18(str(Path(args.data_root).expanduser()), args.resnet18_teacher, args.seeds), "latency": lambda args: render_latency()}
+def render_beyond(root: str, teacher: str, seeds) -> str:
+    """Section 9: the paper's protocol beside views and the global stages, from ``beyond.jsonl``;
+    a (scheme, K) cell enters once all its runs for every seed are stored."""
+    from xdnb import views
+
+    setting = views.RECOMMENDED_CIFAR10
+    head = ("## 9. Beyond the paper: views, global stages, KD and MiR\n\n"
+            "Every objective and baseline with one view per K-shot image (the paper's protocol) and with "
+            f"`xdnb.views.RECOMMENDED_CIFAR10` ({setting['views']} views, `{setting['augment']}`, chosen on CIFAR-10 validation "
+            "images, [bench/README.md](../bench/README.md#views-on-cifar-10-the-recommended-setting-checked-on-the-real-benchmark); "
+            "bp and fitnet, which use labels, see the crop and flip views with their image's label and no mixup views), and the "
+            "global stages kd and mir (400 Adam steps at lr 1e-3, chosen on digits validation images) after regression and "
+            f"cross with those views. The VGG-16 teacher, seeds {', '.join(map(str, seeds))}, top-1 on all 10 000 test images, "
+            "mean ± sample std; time = the pipeline's wall time (views + fit + stage, evaluation excluded), median over seeds. "
+            "Regenerate with `bench/results_page.py --sections beyond` (resumable; the plan runs VGG-C K = 1 and 5 first).\n")
+    runs = load("beyond")
+    plan = beyond_sweep(root, teacher, seeds)
+    stored = {RunConfig.from_dict(r["config"]).key() for r in runs}
+    parts, done = [head], []
+    for scheme, k in BEYOND_CELLS:
+        cell = [c for c in plan if c.pruning == scheme and (c.k == k or c.method == "l1-norm")]
+        if not all(c.key() in stored for c in cell):
+            continue
+        done.append((scheme, k))
+        keys = {c.key() for c in cell}
+        chosen = [r for r in runs if RunConfig.from_dict(r["config"]).key() in keys]
+        t = tables.pivot([r for r in chosen if r["config"]["method"] != "l1-norm"], columns="k",
+                         title=f"{scheme}, K = {k}: top-1 accuracy (%)")
+        seconds = {}
+        for r in chosen:
+            seconds.setdefault(tables.field_value(r, "method"), []).append(r["seconds"])
+        rows = [[label, "{:.2f} ± {:.2f}".format(*t.stats(label, k)[:2]), f"{statistics.median(seconds[label]):.0f}"]
+                for label in t.rows]
+        parts.append(f"**{scheme}, K = {k}** (teacher {t.teacher:.2f} %; L1-norm without data "
+                     f"{l1_accuracy(chosen, scheme):.2f} %)\n\n" + tables.markdown(["pipeline", "top-1 (%)", "time (s)"], rows) + "\n")
+    missing = [f"{s} K = {k}" for s, k in BEYOND_CELLS if (s, k) not in done]
+    parts.append(("Not yet run: " + ", ".join(missing) + " (the sweep resumes where it stopped).\n") if missing else "")
+    return "\n".join(parts)
+
+
+SECTIONS = {"resnet18": lambda args: render_resnet18(str(Path(args.data_root).expanduser()), args.resnet18_teacher, args.seeds),
+            "latency": lambda args: render_latency(),
+            "beyond": lambda args: render_beyond(str(Path(args.data_root).expanduser()), args.teacher, args.seeds)}
 
 
 def marked(name: str, text: str) -> str:
@@ -649,6 +722,10 @@ def main() -> None:
             configs = resnet18_sweep(root, args.resnet18_teacher, args.seeds)
             print(f"resnet18: {len(configs)} runs", flush=True)
             run_sweep(configs, STORE / "resnet18.jsonl", workers=workers)
+        if not args.render_only and "beyond" in args.sections:
+            configs = beyond_sweep(root, args.teacher, args.seeds)
+            print(f"beyond: {len(configs)} runs", flush=True)
+            run_sweep(configs, STORE / "beyond.jsonl", workers=workers)
         page = (DOCS / "results.md").read_text(encoding="utf-8")
         write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in args.sections}))
         print(f"rewrote sections {', '.join(args.sections)} of {DOCS / 'results.md'}")

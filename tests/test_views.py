@@ -171,3 +171,16 @@ def test_methods_compress_draws_the_views_with_the_run_seed(digits_teacher, few_
     assert torch.equal(weight[0], weight[1]) and not torch.equal(weight[0], weight[2])
     with pytest.raises(ValueError, match="l1-norm uses no data, so views do not apply to it"):
         methods.compress("l1-norm", digits_teacher, images, labels, pruning="keep:0.5", options={"views": 2})
+
+
+def test_without_mixup_keeps_the_label_preserving_augmentations():
+    from xdnb import views
+
+    assert views.without_mixup("flip,crop,mixup") == "flip,crop"
+    assert views.without_mixup(views.RECOMMENDED_CIFAR10["augment"]) == "flip,crop"
+    assert views.without_mixup("mixup") == "flip"
+    assert views.without_mixup("crop, mixup") == "crop"
+    with pytest.raises(ValueError, match="rotate"):
+        views.without_mixup("rotate")
+    # the CIFAR-10 setting is a valid one for every entry point
+    views.parse_augment(views.RECOMMENDED_CIFAR10["augment"])
