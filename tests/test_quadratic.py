@@ -159,3 +159,31 @@ def test_a_system_over_the_memory_cap_is_refused_not_built(monkeypatch):
     layer = nn.Linear(200, 3)
     with pytest.raises(quadratic.LayerTooLarge, match="GiB cap"):
         LayerProblem(objectives.regression(), layer, torch.randn(300, 200), torch.randn(300, 200))
+
+
+def test_pseudo_inverse_falls_back_to_the_svd_when_eigh_does_not_converge(monkeypatch):
+    """LAPACK's eigh can fail on an ill-conditioned system (grouped convs, few images, some CPUs):
+    the solve must then go through the SVD and still give the minimum-norm solution."""
+    from xdnb import quadratic
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    matrix = a @ a.T  # rank 3 of 6: singular, so rho = 0 goes through the pseudo-inverse
+    rhs = torch.randn(6, 2, generator=generator, dtype=torch.float64)
+    expected = torch.linalg.lstsq(matrix, rhs, driver="gelsd").solution
+    real_pinv = torch.linalg.pinv
+    calls = []
+
+    def failing_eigh_pinv(m, *args, hermitian=False, **kwargs):
+        calls.append(hermitian)
+        if hermitian:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real_pinv(m, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "pinv", failing_eigh_pinv)
+    solved = quadratic._psd_solve(matrix, rhs, 0.0)
+    assert calls == [True, False]
+    assert torch.allclose(solved, expected, atol=1e-8)
+    batched = quadratic._batched_psd_solve(torch.stack([matrix, matrix]), torch.stack([rhs, rhs]),
+                                           torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(batched[1], expected, atol=1e-8)

@@ -391,12 +391,16 @@ class LayerProblem:
             if bool((r.pow(2).sum(1, keepdim=True) <= threshold).all()):
                 break
             hp = hess(p)
-            step = rz / (p * hp).sum(1, keepdim=True).clamp_min(1e-300)
+            # A row whose search direction has no (or, from float32 curvature products, negative)
+            # curvature, or whose residual is exactly zero, has converged: it stops moving instead
+            # of dividing by ~0 (which overflowed to NaN for some channels on some CPUs).
+            curvature = (p * hp).sum(1, keepdim=True)
+            step = torch.where(curvature > 0, rz / curvature.clamp_min(1e-300), torch.zeros_like(rz))
             w = w + step * p
             r = r - step * hp
             z = r * precond
             rz_new = (r * z).sum(1, keepdim=True)
-            p = z + (rz_new / rz.clamp_min(1e-300)) * p
+            p = z + torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz)) * p
             rz = rz_new
         return w.to(anchor.dtype)
 
@@ -408,7 +412,17 @@ def _batched_psd_solve(matrices: torch.Tensor, rhs: torch.Tensor, rho: torch.Ten
     factor, info = torch.linalg.cholesky_ex(shifted)
     if bool((info == 0).all()):
         return torch.cholesky_solve(rhs, factor)
-    return torch.linalg.pinv(shifted, hermitian=True) @ rhs
+    return _pseudo_inverse(shifted) @ rhs
+
+
+def _pseudo_inverse(matrix: torch.Tensor) -> torch.Tensor:
+    """The pseudo-inverse of symmetric PSD ``matrix`` (..., D, D): through ``eigh``, or through the
+    SVD where LAPACK's ``eigh`` does not converge on an ill-conditioned matrix (seen on grouped
+    convs of MobileNetV2 and RegNet with a few images, on some CPUs only)."""
+    try:
+        return torch.linalg.pinv(matrix, hermitian=True)
+    except torch.linalg.LinAlgError:
+        return torch.linalg.pinv(matrix)
 
 
 def _psd_solve(matrix: torch.Tensor, rhs: torch.Tensor, rho: float) -> torch.Tensor:
@@ -418,4 +432,4 @@ def _psd_solve(matrix: torch.Tensor, rhs: torch.Tensor, rho: float) -> torch.Ten
         factor, info = torch.linalg.cholesky_ex(shifted)
         if int(info) == 0:
             return torch.cholesky_solve(rhs, factor)
-    return torch.linalg.pinv(matrix + rho * torch.eye(len(matrix), dtype=matrix.dtype, device=matrix.device), hermitian=True) @ rhs
+    return _pseudo_inverse(matrix + rho * torch.eye(len(matrix), dtype=matrix.dtype, device=matrix.device)) @ rhs
