@@ -64,7 +64,7 @@ from .finetune import finetune
 from .graph import ModelGraph, channel_map, feature_points, input_width, trace
 from .projections import keep_top_weights
 from .pruning import widen
-from .quadratic import LayerProblem
+from .quadratic import Chunks, LayerProblem
 from .sites import BN_DESCRIPTIONS, capture_inputs, check_bn_mode, reestimate_bn
 from .solvers import DEFAULT_RIDGE, Fit
 
@@ -455,10 +455,16 @@ def fold_pointwise(weight: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def fskd_pointwise(teacher_output: torch.Tensor, student_output: torch.Tensor, ridge: float) -> torch.Tensor:
     """FSKD's 1×1 conv ``Q`` (C_out, C_out): least squares ``min ‖WT*hT − Q(WS*hS)‖² + ρ‖Q − I‖²``
     on the conv outputs (N, C_out, H', W'), solved as a layer of its own whose teacher is the identity."""
-    c = student_output.shape[1]
-    identity = nn.Conv2d(c, c, 1, bias=False).to(student_output)
-    identity.weight.copy_(torch.eye(c, dtype=student_output.dtype, device=student_output.device)[:, :, None, None])
-    return LayerProblem(objectives.regression(), identity, teacher_output, student_output).solve(None, ridge)
+    chunks = Chunks.of(teacher_output, student_output, teacher_output, student_output)
+    return _pointwise(chunks, student_output.shape[1], student_output, ridge)
+
+
+def _pointwise(outputs: Chunks, channels: int, like: torch.Tensor, ridge: float) -> torch.Tensor:
+    """:func:`fskd_pointwise` from :class:`~xdnb.quadratic.Chunks` ``(WT*hT, WS*hS, WT*hT, WS*hS)``
+    (the identity's inputs are its outputs), as the streamed engine hands them over."""
+    identity = nn.Conv2d(channels, channels, 1, bias=False).to(like)
+    identity.weight.copy_(torch.eye(channels, dtype=like.dtype, device=like.device)[:, :, None, None])
+    return LayerProblem(objectives.regression(), identity, chunks=outputs).solve(None, ridge)
 
 
 def _layerwise(name, graph, images, plan, opts, seed, batch_size, callback, show_progress):
@@ -474,13 +480,18 @@ def _layerwise(name, graph, images, plan, opts, seed, batch_size, callback, show
     lasso = {}
 
     @torch.no_grad()
-    def fit_site(site, t_conv, s_conv, hT, hS, tT, tS) -> Fit:
+    def fit_site(site, t_conv, s_conv, chunks) -> Fit:
         if name == "fskd":
-            q = fskd_pointwise(tT, s_conv(hS), ridge)
+            def outputs():
+                for _, hS, tT, _ in chunks:
+                    sS = s_conv(hS)
+                    yield tT, sS, tT, sS
+
+            q = _pointwise(Chunks(outputs, chunks.images, chunks.output_size), s_conv.out_channels, s_conv.weight, ridge)
             weight = fold_pointwise(s_conv.weight, q)
             return Fit(weight.reshape(weight.shape[0], -1), channels=l1_kept.get(site.name))
         keep, kept = plan.keep.get(site.name), None
-        problem = LayerProblem(objectives.regression(), t_conv, hT, hS, (tT, tS))
+        problem = LayerProblem(objectives.regression(), t_conv, chunks=chunks)
         if keep is not None:
             m, a = (v / problem.n for v in channel_gram(problem, problem.teacher_weight))  # MSE units
             if name == "thinet":
@@ -490,8 +501,8 @@ def _layerwise(name, graph, images, plan, opts, seed, batch_size, callback, show
         columns = None if kept is None else problem.columns_of(torch.as_tensor(kept))
         return Fit(problem.solve(columns, ridge), channels=kept)
 
-    images = views_.make_views(images, opts["views"], opts["augment"], seed)  # the images themselves at views=1
-    history, kept_channels, _ = fit_layers(teacher, student, images, graph.sites, fit_site,
+    images = views_.Views(images, opts["views"], opts["augment"], seed)  # the images themselves at views=1
+    history, kept_channels, _, _ = fit_layers(teacher, student, images, graph.sites, fit_site,
                                            objective=objectives.regression(), bn=bn, batch_size=batch_size,
                                            callback=callback, show_progress=show_progress, desc=f"compressing ({name})")
     extra = {"layer_loss": "regression", "ridge": ridge, **({"lasso": lasso} if name == "cp" else {})}

@@ -31,10 +31,10 @@ from . import objectives as objectives_
 from . import pruning as pruning_
 from . import quantize as quantize_
 from . import views as views_
-from .graph import SiteStream, input_width, trace
-from .metrics import record_from_outputs
+from .graph import SiteStream, input_of, input_width, trace
+from .metrics import combine_records, record_from_outputs
 from .progress import progress
-from .quadratic import LayerProblem, LayerTooLarge, check_layer, flat_weight, write_flat_weight
+from .quadratic import Chunks, LayerProblem, LayerTooLarge, check_layer, flat_weight, write_flat_weight
 from .size import sparsity_of
 from .sites import batch_norms, capture_statistics, check_bn_mode, reestimate_bn, set_bn_statistics
 from .solvers import DEFAULT_RIDGE, SOLVER_OPTIONS, SOLVERS, ChannelTarget, Fit, WeightTarget, fit, options_from
@@ -182,57 +182,182 @@ def _unprunable(plan, graph) -> dict[str, str]:
     return {s.name: s.reason for s in graph.sites if not s.prunable}
 
 
-def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sites: list, fit_site: Callable[..., Fit], *,
+#: Bytes of captured activations the engine may hold at once. Fitting a layer needs its inputs and
+#: outputs on every image (``hT, hS, WT*hT, WT*hS, WS*hT, WS*hS``): about K·views times a per-image
+#: size. Within this budget all images go through one paused forward pass per network
+#: (:class:`xdnb.graph.SiteStream`); above it the images are *streamed* in chunks that fit
+#: (:func:`capture_chunk`): each layer's system is accumulated chunk by chunk, every chunk's inputs
+#: recomputed by a forward pass up to the layer (:func:`xdnb.graph.input_of`), so memory stays
+#: bounded as views grow, for more compute (the passes grow with the depth). The same numbers up to
+#: float rounding (with ``bn="train"``, batch statistics are per chunk). The chunk is recorded in the
+#: result's config (``capture_chunk``).
+CAPTURE_BUDGET = 2 << 30
+
+
+@torch.no_grad()
+def capture_chunk(teacher: nn.Module, images, names: list[str]) -> int | None:
+    """The images per chunk that keep the captured activations of the sites ``names`` within
+    :data:`CAPTURE_BUDGET` (measured on one image: 4 bytes × (2 inputs + 4 outputs) per element at
+    the largest site), or ``None`` when all ``len(images)`` fit at once."""
+    probe = _rows(images, 0, 1)
+    per_image = 1
+    for name, x in SiteStream(teacher, names, probe, None, "running"):
+        layer = dict(teacher.named_modules())[name]
+        per_image = max(per_image, 4 * (2 * x.numel() + 4 * layer(x).numel()))
+    chunk = max(1, CAPTURE_BUDGET // per_image)
+    return None if chunk >= len(images) else int(chunk)
+
+
+def _rows(images, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of an image tensor or of :class:`xdnb.views.Views`."""
+    return images.rows(start, stop) if isinstance(images, views_.Views) else images[start:stop]
+
+
+class _Replay:
+    """A re-iterable: ``make()`` gives a fresh iterator each time (the chunks, recomputed);
+    ``output_size``: the elements of one image's output of the site (sites only)."""
+
+    def __init__(self, make, output_size: int = 0):
+        self.make, self.output_size = make, output_size
+
+    def __iter__(self):
+        return iter(self.make())
+
+
+def _captured(teacher, student, images, names, statistics, bns, batch_size, chunk):
+    """Yield ``(name, captured)`` in the order the forward pass reaches the sites ``names`` and the
+    batch norms ``bns``: for a site, the ``(hT, hS)`` input pairs; for a batch norm, the student's
+    inputs; each a re-iterable over chunks of images (one chunk held in memory when ``chunk`` is
+    None, else recomputed per chunk on every iteration)."""
+    if chunk is None:
+        teacher_inputs = iter(SiteStream(teacher, names, images, batch_size, statistics))
+        for name, hS in SiteStream(student, names, images, batch_size, statistics, bns=bns):
+            if name not in names:
+                yield name, [hS]
+                continue
+            teacher_name, hT = next(teacher_inputs)
+            if teacher_name != name:
+                raise ValueError(f"teacher and student reached different layers ({teacher_name} vs {name})")
+            yield name, [(hT, hS)]
+        return
+    starts = range(0, len(images), chunk)
+    order = [name for name, _ in SiteStream(student, names, _rows(images, 0, 1), None, "running", bns=bns)]
+    modules = dict(teacher.named_modules())
+    for name in order:
+        if name in names:
+            with torch.no_grad():
+                output_size = modules[name](input_of(teacher, name, _rows(images, 0, 1))).numel()
+            yield name, _Replay(lambda name=name: ((input_of(teacher, name, x, statistics), input_of(student, name, x, statistics))
+                                                   for x in (_rows(images, s, s + chunk) for s in starts)), output_size)
+        else:
+            yield name, _Replay(lambda name=name: (input_of(student, name, _rows(images, s, s + chunk), statistics)
+                                                   for s in starts))
+
+
+@torch.no_grad()
+def _set_bn_statistics(bn: nn.Module, inputs) -> None:
+    """:func:`xdnb.sites.set_bn_statistics` from the chunks ``inputs`` (N_i, C, ...): per-chunk means
+    and variances pooled exactly (Chan et al.), the same statistics as from all inputs at once."""
+    if isinstance(inputs, list) and len(inputs) == 1:
+        set_bn_statistics(bn, inputs[0])
+        return
+    count, mean, m2 = 0, None, None
+    for x in inputs:
+        dims = [0] + list(range(2, x.ndim))
+        x64 = x.double()
+        n = x64.numel() // x64.shape[1]
+        m, v = x64.mean(dims), x64.var(dims, unbiased=False)
+        if mean is None:
+            count, mean, m2 = n, m, v * n
+            continue
+        delta, total = m - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + v * n + delta.pow(2) * (count * n / total)
+        count = total
+    bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+    bn.running_var.copy_((m2 / count).to(bn.running_var.dtype))
+
+
+@torch.no_grad()
+def _layer_record(objective, teacher_conv: nn.Module, student_conv: nn.Module, chunks: Chunks) -> dict:
+    """The per-layer record (:func:`record_from_outputs` and the objective before and after) over
+    all chunks."""
+    parts = []
+    for hT, hS, tT, tS in chunks:
+        sT, sS = student_conv(hT), student_conv(hS)
+        parts.append((len(hT), {"objective_before": objective_value(objective, tT, tS, tT, tS),
+                                "objective_after": objective_value(objective, tT, tS, sT, sS),
+                                **record_from_outputs(tT, tS, sT, sS)}))
+    return combine_records(parts)
+
+
+def _with_outputs(teacher_conv: nn.Module, pairs, images: int) -> Chunks:
+    """The layer's :class:`~xdnb.quadratic.Chunks` from its ``(hT, hS)`` input pairs: the teacher's
+    outputs computed once when the pairs are held in memory, per chunk when they are recomputed."""
+    with torch.no_grad():
+        if isinstance(pairs, list):
+            data = [(hT, hS, teacher_conv(hT), teacher_conv(hS)) for hT, hS in pairs]
+            return Chunks(lambda: data, images, data[0][2].numel() // len(data[0][2]))
+
+        def make():
+            with torch.no_grad():
+                for hT, hS in pairs:
+                    yield hT, hS, teacher_conv(hT), teacher_conv(hS)
+
+        return Chunks(make, images, pairs.output_size)
+
+
+def fit_layers(teacher: nn.Module, student: nn.Module, images, sites: list, fit_site: Callable[..., Fit], *,
                objective: objectives_.Objective, bn: str, batch_size: int | None = None,
                callback: Callable[[dict], None] | None = None, show_progress: bool = True,
-               desc: str = "compressing") -> tuple[list[dict], dict[str, list[int]], dict[str, torch.Tensor]]:
+               desc: str = "compressing") -> tuple[list[dict], dict[str, list[int]], dict[str, torch.Tensor], int | None]:
     """Fit ``student``'s ``sites`` front to back, in place: the loop shared by the engine and the
     layer-wise baselines.
 
-    One forward pass per network (:class:`xdnb.graph.SiteStream`) pauses before each site and
-    hands over the teacher's and the (partly compressed) student's inputs ``hT``, ``hS`` (N, C_in,
-    H, W); with the teacher's outputs ``tT = WT*hT``, ``tS = WT*hS``, ``fit_site(site,
-    teacher_layer, student_layer, hT, hS, tT, tS)`` returns the new weights (a
-    :class:`~xdnb.solvers.Fit`), which are written before the pass goes on. Batch norm follows
-    ``bn``: with ``"reestimate"`` every student BN gets the statistics of its input when the pass
-    reaches it (after the layers in front of it are fitted). Each layer is recorded (keys of
-    :func:`record_from_outputs`, ``in_channels`` and ``in_channels_kept`` (counts), ``sparsity``, ``objective``'s value before and after,
-    seconds) and passed to ``callback(record)``. A layer whose system exceeds the memory cap
+    ``images``: (N, C, H, W), or :class:`xdnb.views.Views` (rendered a chunk at a time when
+    streamed). One forward pass per network (:class:`xdnb.graph.SiteStream`) pauses before each
+    site and hands over the teacher's and the (partly compressed) student's inputs ``hT``, ``hS``
+    (N, C_in, H, W); when they would exceed :data:`CAPTURE_BUDGET`, they are streamed in chunks
+    instead. ``fit_site(site, teacher_layer, student_layer, chunks)`` gets them with the teacher's
+    outputs ``tT = WT*hT``, ``tS = WT*hS`` as :class:`~xdnb.quadratic.Chunks` (one chunk, or
+    several) and returns the new weights (a :class:`~xdnb.solvers.Fit`), which are written before
+    the pass goes on. Batch norm follows ``bn``: with ``"reestimate"`` every student BN gets the
+    statistics of its input when the pass reaches it (after the layers in front of it are fitted).
+    Each layer is recorded (keys of :func:`record_from_outputs`, ``in_channels`` and
+    ``in_channels_kept`` (counts), ``sparsity``, ``objective``'s value before and after, seconds)
+    and passed to ``callback(record)``. A layer whose system exceeds the memory cap
     (:class:`xdnb.quadratic.LayerTooLarge`) keeps the teacher's weights, and its record says so
-    (``note``). Returns ``(history, kept_channels, masks)``.
+    (``note``). Returns ``(history, kept_channels, masks, chunk)``, ``chunk`` the images per
+    streamed chunk (``None``: not streamed).
     """
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
     statistics = capture_statistics(bn)
     names = [site.name for site in sites]
     by_name = {site.name: site for site in sites}
-    teacher_inputs = iter(SiteStream(teacher, names, images, batch_size, statistics))
-    student_inputs = SiteStream(student, names, images, batch_size, statistics,
-                                bns=batch_norms(student) if bn == "reestimate" else ())
+    chunk = capture_chunk(teacher, images, names)
+    count = len(images)
+    if chunk is None and isinstance(images, views_.Views):
+        images = images.rows(0, count)
+    bns = batch_norms(student) if bn == "reestimate" else ()
     history, kept_channels, masks = [], {}, {}
     bar = progress(range(len(sites)), desc=desc, enabled=show_progress)
-    for name, hS in student_inputs:
+    for name, captured in _captured(teacher, student, images, names, statistics, bns, batch_size, chunk):
         if name not in by_name:  # a batch norm reached by the pass: its input as it is now
-            set_bn_statistics(student_modules[name], hS)
+            _set_bn_statistics(student_modules[name], captured)
             continue
         layer_started = time.perf_counter()
         index, site = len(history), by_name[name]
-        teacher_name, hT = next(teacher_inputs)
-        if teacher_name != name:
-            raise ValueError(f"teacher and student reached different layers ({teacher_name} vs {name})")
         teacher_conv, student_conv = teacher_modules[name], student_modules[name]
         check_layer(teacher_conv, name)
-        with torch.no_grad():
-            tT, tS = teacher_conv(hT), teacher_conv(hS)
+        chunks = _with_outputs(teacher_conv, captured, count)
         note = None
         try:
-            result = fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS)
+            result = fit_site(site, teacher_conv, student_conv, chunks)
         except LayerTooLarge as error:
             note = f"left unfitted: {error}"
             warnings.warn(f"{name} {note}", stacklevel=2)
             result = Fit(flat_weight(student_conv))
         write_flat_weight(student_conv, result.weight)
-        with torch.no_grad():
-            sT, sS = student_conv(hT), student_conv(hS)
         if result.channels is not None:
             kept_channels[name] = torch.as_tensor(result.channels).tolist()
         if result.mask is not None:
@@ -243,21 +368,23 @@ def fit_layers(teacher: nn.Module, student: nn.Module, images: torch.Tensor, sit
             "in_channels": input_width(teacher_conv),
             "in_channels_kept": len(kept_channels.get(name, ())) or input_width(teacher_conv),
             "sparsity": sparsity_of(student_conv.weight),
-            "objective_before": objective_value(objective, tT, tS, tT, tS),
-            "objective_after": objective_value(objective, tT, tS, sT, sS),
-            **record_from_outputs(tT, tS, sT, sS),
+            **_layer_record(objective, teacher_conv, student_conv, chunks),
             "seconds": time.perf_counter() - layer_started,
             **({"note": note} if note else {}),
         }
-        del hT, hS, tT, tS, sT, sS
+        del captured, chunks
         history.append(record)
         bar.update(1)
         if callback is not None:
             callback(record)
     bar.close()
     if bn == "train":
-        reestimate_bn(student, images, None, batch_size)
-    return history, kept_channels, masks
+        if chunk is None:
+            reestimate_bn(student, images, None, batch_size)
+        else:
+            for name, captured in _captured(teacher, student, images, [], "running", batch_norms(student), None, chunk):
+                _set_bn_statistics(student_modules[name], captured)
+    return history, kept_channels, masks, chunk
 
 
 def compress(
@@ -338,16 +465,16 @@ def compress(
     stems = graph.stems if quant is not None and quant.first_conv else []
     sites = stems + graph.sites
 
-    def fit_site(site, teacher_conv, student_conv, hT, hS, tT, tS) -> Fit:
-        problem = LayerProblem(objective, teacher_conv, hT, hS, (tT, tS))
+    def fit_site(site, teacher_conv, student_conv, chunks) -> Fit:
+        problem = LayerProblem(objective, teacher_conv, chunks=chunks)
         target = None if site in stems else _target_for(plan, site, teacher_conv)
         result = fit(options.solver, problem, target, options.solver_options)
         if quant is not None:
             result = quantize_.fit(quant.quantizer, problem, target, start=result, **{**quant.options(), "ridge": options.ridge})
         return result
 
-    fit_images = views_.make_views(images, options.views, options.augment, seed)  # ``images`` itself when views == 1
-    history, kept_channels, masks = fit_layers(teacher, student, fit_images, sites, fit_site, objective=objective, bn=options.bn,
+    fit_images = views_.Views(images, options.views, options.augment, seed)  # ``images`` itself when views == 1
+    history, kept_channels, masks, chunk = fit_layers(teacher, student, fit_images, sites, fit_site, objective=objective, bn=options.bn,
                                                batch_size=batch_size, callback=callback, show_progress=show_progress,
                                                desc=f"compressing ({objective})")
     config = {
@@ -357,6 +484,7 @@ def compress(
         "pruning_kind": None if plan is None else plan.kind,
         "images": len(images),
         **({"views_seed": seed} if options.views > 1 else {}),
+        **({"capture_chunk": chunk} if chunk is not None else {}),
         **({"unprunable": unprunable} if (unprunable := _unprunable(plan, graph)) else {}),
     }
     outcome = Compressed(student.eval(), history, kept_channels, masks, config, 0.0, graph.input_shape)

@@ -458,6 +458,44 @@ class SiteStream:
                 self.model.train()
 
 
+class _Reached(Exception):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+
+@torch.no_grad()
+def input_of(model: nn.Module, name: str, images: torch.Tensor, statistics: str = "running") -> torch.Tensor:
+    """The input of module ``name`` of ``model`` on ``images`` (N, C, H, W): the forward pass runs up
+    to that module and stops there (nothing after it runs). ``statistics`` as in :class:`SiteStream`;
+    the model runs in eval mode and its mode is restored. What :class:`SiteStream` yields for
+    ``name``, recomputed from the images: the engine's streamed capture
+    (:data:`xdnb.distill.CAPTURE_BUDGET`) calls it once per chunk of images, so only a chunk's
+    activations are ever held."""
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}, got {statistics!r}")
+    module = dict(model.named_modules()).get(name)
+    if module is None:
+        raise ValueError(f"model has no module {name!r}")
+
+    def stop(_, inputs):
+        raise _Reached(inputs[0])
+
+    was_training = model.training
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        if was_training:  # (as in SiteStream: a model already in eval mode keeps its BN flags)
+            model.eval()
+        with bn_batch_statistics(model) if statistics == "batch" else contextlib.nullcontext():
+            model(images)
+    except _Reached as reached:
+        return reached.x
+    finally:
+        handle.remove()
+        if was_training:
+            model.train()
+    raise ValueError(f"the forward pass never reached {name!r}")
+
+
 @torch.no_grad()
 def capture_inputs(model: nn.Module, names: Sequence[str], images: torch.Tensor, batch_size: int | None = None,
                    statistics: str = "running") -> dict[str, torch.Tensor]:

@@ -45,6 +45,20 @@ def record_from_outputs(tT: torch.Tensor, tS: torch.Tensor, sT: torch.Tensor, sS
     }
 
 
+def combine_records(parts: list[tuple[int, dict]]) -> dict:
+    """One record from the records of chunks of images, ``(images in the chunk, record)`` each (the
+    engine's streamed capture): every value is a mean over the chunk's elements, so the whole is
+    the image-weighted mean, except ``relative_error``, the ratio of the two combined means. A
+    single chunk's record is returned as it is."""
+    if len(parts) == 1:
+        return dict(parts[0][1])
+    total = sum(n for n, _ in parts)
+    combined = {key: sum(n * record[key] for n, record in parts) / total for key in parts[0][1]}
+    if "relative_error" in combined:
+        combined["relative_error"] = combined["estimation_error"] / max(combined["output_power"], 1e-30)
+    return combined
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` in eval mode on ``images`` (N, C, H, W).

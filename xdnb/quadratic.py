@@ -94,6 +94,27 @@ def write_flat_weight(layer: nn.Module, weight: torch.Tensor) -> None:
         layer.bias.copy_(weight[:, columns])
 
 
+class Chunks:
+    """One layer's captured data, a chunk of images at a time: iterating yields ``(hT, hS, yT, yS)``,
+    the teacher's and the student's inputs of the layer ((n, C_in, H, W) for a conv, (n, ..., F) for
+    a linear) and the teacher layer's outputs on them (``WT*hT``, ``WT*hS``), for ``images`` images in
+    all; ``output_size``: the elements of one image's output (C_out·H'·W'). Iterable more than once:
+    ``make()`` returns a fresh iterable each time (a list, or a generator that recomputes the chunks
+    so that only one chunk is held: :data:`xdnb.distill.CAPTURE_BUDGET`)."""
+
+    def __init__(self, make, images: int, output_size: int):
+        self._make, self.images, self.output_size = make, images, output_size
+
+    @classmethod
+    def of(cls, hT: torch.Tensor, hS: torch.Tensor, yT: torch.Tensor, yS: torch.Tensor) -> "Chunks":
+        """All images as one chunk."""
+        chunk = [(hT, hS, yT, yS)]
+        return cls(lambda: chunk, len(hT), yT.numel() // max(len(yT), 1))
+
+    def __iter__(self):
+        return iter(self._make())
+
+
 class LayerProblem:
     """The quadratic ``f(W)`` of one layer for a fixed objective and fixed inputs.
 
@@ -103,11 +124,22 @@ class LayerProblem:
     problem's device, D = :attr:`weight_dim` (+1 for a bias column).
     """
 
-    def __init__(self, objective: Objective, teacher_conv: nn.Module, hT: torch.Tensor, hS: torch.Tensor,
-                 teacher_outputs: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(self, objective: Objective, teacher_conv: nn.Module, hT: torch.Tensor | None = None,
+                 hS: torch.Tensor | None = None, teacher_outputs: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                 chunks: "Chunks | None" = None):
         check_layer(teacher_conv, "teacher layer")
-        if hT.shape != hS.shape:
-            raise ValueError(f"teacher and student inputs differ in shape: {tuple(hT.shape)} vs {tuple(hS.shape)}")
+        if chunks is None:
+            if hT is None or hS is None:
+                raise ValueError("LayerProblem needs the inputs hT and hS, or chunks")
+            if hT.shape != hS.shape:
+                raise ValueError(f"teacher and student inputs differ in shape: {tuple(hT.shape)} vs {tuple(hS.shape)}")
+            if teacher_outputs is None:
+                with torch.no_grad():
+                    # the teacher's two convolutions, once per layer: targets are mixtures of them
+                    teacher_outputs = teacher_conv(hT), teacher_conv(hS)
+            chunks = Chunks.of(hT, hS, *teacher_outputs)
+        elif (hT, hS, teacher_outputs) != (None, None, None):
+            raise ValueError("give LayerProblem either hT, hS (and teacher_outputs) or chunks, not both")
         self.conv = teacher_conv
         self.groups = teacher_conv.groups if isinstance(teacher_conv, nn.Conv2d) else 1
         self.has_bias = teacher_conv.bias is not None
@@ -117,15 +149,10 @@ class LayerProblem:
         self.group_size = teacher_conv.weight[0, 0].numel()
         self.c_in = self.weight_dim // self.group_size  # input channels per group
         terms = [t for t in objective.terms if t.weight != 0.0]
-        if teacher_outputs is None:
-            with torch.no_grad():
-                # the teacher's two convolutions, once per layer: targets are mixtures of them
-                teacher_outputs = teacher_conv(hT), teacher_conv(hS)
-        yT, yS = teacher_outputs
-        self.rows_per_term = yT.numel() // self.c_out
+        self.rows_per_term = chunks.output_size * chunks.images // self.c_out
         self.n = self.rows_per_term * self.c_out
         self.terms = [(t.weight, t.teacher_mix, t.student_mix) for t in terms]
-        self._sources = (hT, hS, yT, yS)
+        self._sources = chunks
         self.total_rows = self.rows_per_term * len(terms)
         self.keeps_rows = self._choose_form()
         self._gram = self._rhs = None
@@ -148,24 +175,26 @@ class LayerProblem:
                             "(xdnb.quadratic.MEMORY_CAP)")
 
     def _term_chunks(self):
-        """Yield ``(√w·X, √w·Y)`` row chunks of every term: (R, D) and (R, C_out), or batched
-        per group (g, R, D) and (g, R, C_out/g) for a grouped conv."""
-        hT, hS, yT, yS = self._sources
-        n_images = hT.shape[0]
-        per_image = max(1, self.rows_per_term // n_images)
-        step = max(1, ROW_CHUNK // per_image)
-        for weight, teacher_mix, student_mix in self.terms:
-            scale = weight ** 0.5
-            for start in range(0, n_images, step):
-                sl = slice(start, start + step)
-                x = unfold_rows(mix(student_mix, hT[sl], hS[sl]), self.conv)
-                y = output_rows(mix(teacher_mix, yT[sl], yS[sl]))
-                if self.groups > 1:
-                    x = x.reshape(len(x), self.groups, self.weight_dim).transpose(0, 1)
-                    y = y.reshape(len(y), self.groups, -1).transpose(0, 1)
-                if self.has_bias:
-                    x = torch.cat([x, torch.ones_like(x[..., :1])], -1)
-                yield scale * x, scale * y
+        """Yield ``(√w·X, √w·Y)`` row chunks of every term, chunk of images by chunk: (R, D) and
+        (R, C_out), or batched per group (g, R, D) and (g, R, C_out/g) for a grouped conv."""
+        for hT, hS, yT, yS in self._sources:
+            if hT.shape != hS.shape:
+                raise ValueError(f"teacher and student inputs differ in shape: {tuple(hT.shape)} vs {tuple(hS.shape)}")
+            n_images = hT.shape[0]
+            per_image = max(1, yT.numel() // self.c_out // n_images)
+            step = max(1, ROW_CHUNK // per_image)
+            for weight, teacher_mix, student_mix in self.terms:
+                scale = weight ** 0.5
+                for start in range(0, n_images, step):
+                    sl = slice(start, start + step)
+                    x = unfold_rows(mix(student_mix, hT[sl], hS[sl]), self.conv)
+                    y = output_rows(mix(teacher_mix, yT[sl], yS[sl]))
+                    if self.groups > 1:
+                        x = x.reshape(len(x), self.groups, self.weight_dim).transpose(0, 1)
+                        y = y.reshape(len(y), self.groups, -1).transpose(0, 1)
+                    if self.has_bias:
+                        x = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+                    yield scale * x, scale * y
 
     def _build(self) -> None:
         const = 0.0

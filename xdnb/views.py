@@ -99,32 +99,67 @@ def make_views(images: torch.Tensor, n: int, augment: str = DEFAULT_AUGMENT, see
     device whose first K rows are the images themselves, followed by ``n − 1`` blocks of K
     augmented views (block ``v`` row ``i`` is a view of image ``i``). ``augment``: see
     :func:`parse_augment`; ``seed``: the views' randomness (same seed, same views). ``n = 1``
-    returns ``images`` unchanged."""
-    n = checks.integer("views", n, low=1)
-    chosen = parse_augment(augment)
-    seed = checks.integer("seed", seed, low=0)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a non-empty (K, C, H, W) tensor, got {shape}")
-    if n == 1:
-        return images
-    k, _, height, width = images.shape
-    if "mixup" in chosen and k < 2:
-        raise ValueError(f"augment 'mixup' mixes two distinct images and needs at least 2, got {k}")
-    generator = torch.Generator().manual_seed(seed)
-    extra = k * (n - 1)
-    source = torch.arange(k).repeat(n - 1)  # which original each extra view comes from
-    views = images[source.to(images.device)]
-    if "mixup" in chosen:
-        partner = (source + torch.randint(1, k, (extra,), generator=generator)) % k  # never the image itself
-        weight = torch.rand(extra, generator=generator).to(images.device, images.dtype).view(-1, 1, 1, 1)
-        views = weight * views + (1 - weight) * images[partner.to(images.device)]
-    if "flip" in chosen:
-        flipped = torch.rand(extra, generator=generator) < 0.5
-        views = torch.where(flipped.to(images.device).view(-1, 1, 1, 1), views.flip(-1), views)
-    if "crop" in chosen:
-        pad = crop_padding(height, width)
-        offsets = torch.randint(0, 2 * pad + 1, (extra, 2), generator=generator).tolist()
-        padded = F.pad(views, (pad, pad, pad, pad), mode="reflect") if pad else views
-        views = torch.stack([padded[i, :, top:top + height, left:left + width] for i, (top, left) in enumerate(offsets)])
-    return torch.cat([images, views])
+    returns ``images`` unchanged. :class:`Views` gives the same rows a slice at a time."""
+    views = Views(images, n, augment, seed)
+    return images if views.n == 1 else views.rows(0, len(views))
+
+
+class Views:
+    """The K·n views of :func:`make_views`, rendered a slice of rows at a time (the engine streams
+    them when all at once would not fit in memory: :data:`xdnb.distill.CAPTURE_BUDGET`).
+
+    All the randomness is drawn up front (K·(n − 1) mixup partners and weights, flips and crop
+    offsets: a few numbers per view), so :meth:`rows` of any range equals those rows of
+    :func:`make_views` with the same arguments. ``len(views)`` = K·n.
+    """
+
+    def __init__(self, images: torch.Tensor, n: int, augment: str = DEFAULT_AUGMENT, seed: int = 0):
+        self.n = checks.integer("views", n, low=1)
+        self.chosen = parse_augment(augment)
+        seed = checks.integer("seed", seed, low=0)
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a non-empty (K, C, H, W) tensor, got {shape}")
+        self.images = images
+        k, _, height, width = images.shape
+        self.k = k
+        if self.n == 1:
+            return
+        if "mixup" in self.chosen and k < 2:
+            raise ValueError(f"augment 'mixup' mixes two distinct images and needs at least 2, got {k}")
+        generator = torch.Generator().manual_seed(seed)
+        extra = k * (self.n - 1)
+        self.source = torch.arange(k).repeat(self.n - 1)  # which original each extra view comes from
+        if "mixup" in self.chosen:
+            self.partner = (self.source + torch.randint(1, k, (extra,), generator=generator)) % k  # never the image itself
+            self.weight = torch.rand(extra, generator=generator)
+        if "flip" in self.chosen:
+            self.flipped = torch.rand(extra, generator=generator) < 0.5
+        if "crop" in self.chosen:
+            self.pad = crop_padding(height, width)
+            self.offsets = torch.randint(0, 2 * self.pad + 1, (extra, 2), generator=generator)
+
+    def __len__(self) -> int:
+        return self.k * self.n
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of the (K·n, C, H, W) views, on the images' device."""
+        start, stop = max(0, start), min(stop, len(self))
+        originals = self.images[start:min(stop, self.k)]
+        if stop <= self.k:
+            return originals
+        extra = torch.arange(max(start, self.k) - self.k, stop - self.k)
+        images, device = self.images, self.images.device
+        height, width = images.shape[-2:]
+        views = images[self.source[extra].to(device)]
+        if "mixup" in self.chosen:
+            weight = self.weight[extra].to(device, images.dtype).view(-1, 1, 1, 1)
+            views = weight * views + (1 - weight) * images[self.partner[extra].to(device)]
+        if "flip" in self.chosen:
+            views = torch.where(self.flipped[extra].to(device).view(-1, 1, 1, 1), views.flip(-1), views)
+        if "crop" in self.chosen:
+            pad = self.pad
+            padded = F.pad(views, (pad, pad, pad, pad), mode="reflect") if pad else views
+            views = torch.stack([padded[i, :, top:top + height, left:left + width]
+                                 for i, (top, left) in enumerate(self.offsets[extra].tolist())])
+        return torch.cat([originals, views]) if len(originals) else views
