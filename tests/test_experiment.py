@@ -151,6 +151,12 @@ def test_method_labels_name_the_views_only_beyond_one_view():
     assert method_label(stored_before_views) == "cp"
 
 
+def test_method_labels_name_the_global_stage_so_runs_with_and_without_one_never_share_a_row():
+    with_stage = RunConfig(method="cross", views=16, augment="flip", global_stage="kd", global_steps=50, global_lr=1e-5)
+    assert method_label(with_stage) == "cross(mu=0.6) + 16 views (flip) + kd (50 steps, lr 1e-05)"
+    assert method_label(RunConfig(method="cross", views=16, augment="flip")) == "cross(mu=0.6) + 16 views (flip)"
+
+
 @pytest.fixture(scope="module")
 def tiny_result(cache_dir, digits_teacher, one_thread):
     import os

@@ -348,12 +348,16 @@ def method_label(config: RunConfig | dict) -> str:
     """A run's row label, :func:`xdnb.methods.label` of its method and parameters
     (``cross(mu=0.6)``, ``soft(alpha=0.5, beta=0.5)``, ``fskd``), followed by its views only when
     it fits on more than one view per image (``cross(mu=0.6) + 4 views (flip)``): runs of the
-    paper's protocol (``views`` 1, or results stored before views existed) keep their label."""
+    paper's protocol (``views`` 1, or results stored before views existed) keep their label; then
+    its global stage, if any (``... + kd (50 steps, lr 1e-05)``), so runs with and without one never
+    share a row."""
     values = config.to_dict() if isinstance(config, RunConfig) else config
     label = methods.label(values["method"], values)
     count = values.get("views", 1)
     if count > 1:
         label += f" + {count} views ({views_.canonical_augment(values.get('augment', views_.DEFAULT_AUGMENT))})"
+    if values.get("global_stage"):
+        label += f" + {values['global_stage']} ({values['global_steps']} steps, lr {values['global_lr']:g})"
     return label
 
 
