@@ -102,8 +102,9 @@ def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[Run
     """The "Beyond the paper" runs, cell by cell and seed by seed: every objective and baseline
     with one view (the paper's protocol) and with :data:`xdnb.views.RECOMMENDED_CIFAR10` (bp and
     fitnet, which use labels, without the mixup views), and the global stages kd and mir on top
-    of regression and cross with those views. L1-norm runs once per scheme (no data)."""
-    from xdnb import baselines, views
+    of regression and cross with those views (at :data:`xdnb.global_stage.RECOMMENDED_CIFAR10`: the
+    digits defaults destroy a CIFAR-10 student). L1-norm runs once per scheme (no data)."""
+    from xdnb import baselines, global_stage, views
 
     setting = views.RECOMMENDED_CIFAR10
     labelled = {"views": setting["views"], "augment": views.without_mixup(setting["augment"])}
@@ -120,7 +121,8 @@ def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[Run
                 out.append(RunConfig(method=name, **params, **common))
                 out.append(RunConfig(method=name, **params, **with_views, **common))
             for method in ("regression", "cross"):
-                out += [RunConfig(method=method, global_stage=stage, **unlabelled, **common) for stage in ("kd", "mir")]
+                out += [RunConfig(method=method, global_stage=stage, **global_stage.RECOMMENDED_CIFAR10, **unlabelled, **common)
+                        for stage in ("kd", "mir")]
     return data_free(out)
 
 
@@ -641,16 +643,20 @@ def render_latency() -> str:
 def render_beyond(root: str, teacher: str, seeds) -> str:
     """Section 9: the paper's protocol beside views and the global stages, from ``beyond.jsonl``;
     a (scheme, K) cell enters once all its runs for every seed are stored."""
-    from xdnb import views
+    from xdnb import global_stage, views
 
-    setting = views.RECOMMENDED_CIFAR10
+    setting, gs = views.RECOMMENDED_CIFAR10, global_stage.RECOMMENDED_CIFAR10
     head = ("## 9. Beyond the paper: views, global stages, KD and MiR\n\n"
             "Every objective and baseline with one view per K-shot image (the paper's protocol) and with "
             f"`xdnb.views.RECOMMENDED_CIFAR10` ({setting['views']} views, `{setting['augment']}`, chosen on CIFAR-10 validation "
             "images, [bench/README.md](../bench/README.md#views-on-cifar-10-the-recommended-setting-checked-on-the-real-benchmark); "
             "bp and fitnet, which use labels, see the crop and flip views with their image's label and no mixup views), and the "
-            "global stages kd and mir (400 Adam steps at lr 1e-3, chosen on digits validation images) after regression and "
-            f"cross with those views. The VGG-16 teacher, seeds {', '.join(map(str, seeds))}, top-1 on all 10 000 test images, "
+            f"global stages kd and mir after regression and cross with those views, at `xdnb.global_stage.RECOMMENDED_CIFAR10` "
+            f"({gs['global_steps']} Adam steps at lr {gs['global_lr']:g}: the digits default, 400 steps at 1e-3, destroys a "
+            "CIFAR-10 student; [bench/README.md](../bench/README.md#the-global-stage-on-cifar-10-the-digits-defaults-do-not-carry-over)). "
+            "The kd and mir *baselines* train the L1-norm student end to end at their defaults (400 steps at lr 1e-3, chosen "
+            "on digits). Each run on one torch thread while another job used the second core, so times are upper bounds. "
+            f"The VGG-16 teacher, seeds {', '.join(map(str, seeds))}, top-1 on all 10 000 test images, "
             "mean ± sample std; time = the pipeline's wall time (views + fit + stage, evaluation excluded), median over seeds. "
             "Regenerate with `bench/results_page.py --sections beyond` (resumable; the plan runs VGG-C K = 1 and 5 first).\n")
     runs = load("beyond")
@@ -673,9 +679,32 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
                 for label in t.rows]
         parts.append(f"**{scheme}, K = {k}** (teacher {t.teacher:.2f} %; L1-norm without data "
                      f"{l1_accuracy(chosen, scheme):.2f} %)\n\n" + tables.markdown(["pipeline", "top-1 (%)", "time (s)"], rows) + "\n")
+        parts.append(beyond_verdict(t, k, chosen))
     missing = [f"{s} K = {k}" for s, k in BEYOND_CELLS if (s, k) not in done]
     parts.append(("Not yet run: " + ", ".join(missing) + " (the sweep resumes where it stopped).\n") if missing else "")
     return "\n".join(parts)
+
+
+def beyond_verdict(table, k, runs) -> str:
+    """One sentence per cell, from the numbers: does cross still beat regression once views are
+    used (layer-wise fit alone), and which pipeline has the best mean."""
+    def label(method, with_views):
+        for r in runs:
+            c = r["config"]
+            if c["method"] == method and (c.get("views", 1) > 1) == with_views and not c.get("global_stage"):
+                return tables.field_value(r, "method")
+        return None
+
+    mean = {row: table.stats(row, k)[0] for row in table.rows if table.stats(row, k)}
+    text = []
+    for with_views in (False, True):
+        cross, regression = label("cross", with_views), label("regression", with_views)
+        if cross in mean and regression in mean:
+            gap = mean[cross] - mean[regression]
+            text.append(f"{'with' if with_views else 'without'} views cross {'beats' if gap > 0 else 'does not beat'} "
+                        f"regression ({mean[cross]:.2f} vs {mean[regression]:.2f} %, {gap:+.2f} points)")
+    best = max(mean, key=mean.get)
+    return ("In this cell " + "; ".join(text) + f". The best pipeline: **{best}**, {mean[best]:.2f} %.\n")
 
 
 SECTIONS = {"resnet18": lambda args: render_resnet18(str(Path(args.data_root).expanduser()), args.resnet18_teacher, args.seeds),
@@ -701,6 +730,7 @@ def replace_sections(page: str, rendered: dict[str, str]) -> str:
 
 
 def main() -> None:
+    global STORE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default="~/.cache/xdnb/cifar10-jpeg")
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER))
@@ -709,10 +739,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (each on one torch thread)")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--store", default=str(STORE),
+                        help="folder of the resumable run stores (default bench/results/page, git-ignored; a folder "
+                             "outside the checkout, e.g. under ~/.cache, lets a sweep span fresh clones)")
     parser.add_argument("--only", nargs="+", choices=("structured", "unstructured", "mu", "alpha-beta"))
     parser.add_argument("--sections", nargs="+", choices=SECTION_NAMES,
                         help="run and render only these sections, rewriting their blocks of the existing page")
     args = parser.parse_args()
+    STORE = Path(args.store).expanduser()
     root = str(Path(args.data_root).expanduser())
     torch.set_num_threads(1)  # every sweep run on one thread (the same numbers in any worker)
     started = time.perf_counter()
