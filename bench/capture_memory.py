@@ -38,9 +38,9 @@ def one(root: str, teacher: str, views: int, budget_mib: int) -> dict:
     if budget_mib:
         distill.CAPTURE_BUDGET = budget_mib << 20
     net = models.teacher("vgg16", checkpoint=teacher)
-    train = data.cifar10(root, "train")
+    train = data.load(f"cifar10-folder:{root}", "train")
     images, _ = data.stack(train, data.few_shot(train, 1, seed=0))
-    test_images, test_labels = data.stack(data.cifar10(root, "test"), range(2000))
+    test_images, test_labels = data.stack(data.load(f"cifar10-folder:{root}", "test"), range(2000))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = distill.compress(net, images, "regression", pruning="VGG-C", views=views, augment="flip,crop", seed=0,
                            show_progress=False)
