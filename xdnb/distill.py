@@ -200,10 +200,9 @@ def capture_chunk(teacher: nn.Module, images, names: list[str]) -> int | None:
     :data:`CAPTURE_BUDGET` (measured on one image: 4 bytes × (2 inputs + 4 outputs) per element at
     the largest site), or ``None`` when all ``len(images)`` fit at once."""
     probe = _rows(images, 0, 1)
-    per_image = 1
+    per_image, modules = 1, dict(teacher.named_modules())
     for name, x in SiteStream(teacher, names, probe, None, "running"):
-        layer = dict(teacher.named_modules())[name]
-        per_image = max(per_image, 4 * (2 * x.numel() + 4 * layer(x).numel()))
+        per_image = max(per_image, 4 * (2 * x.numel() + 4 * modules[name](x).numel()))
     chunk = max(1, CAPTURE_BUDGET // per_image)
     return None if chunk >= len(images) else int(chunk)
 
