@@ -25,7 +25,7 @@ Rule, fixed before the run: the (steps, lr) with the best mean over both stages 
 ties (within 0.1 points) to fewer steps. Each row also records the wall time, so the cost of
 every setting is on the table.
 
-Results go to ``bench/results/beyond_validation_cifar.json`` (git-ignored), rewritten atomically
+Results go to ``--results`` (default ``bench/results/beyond_validation_cifar.json``, git-ignored), rewritten atomically
 after every run; finished runs are skipped on a restart. Threads: ``--threads`` (default 2).
 """
 
@@ -87,8 +87,8 @@ class Bench:
         return self._cache[seed]
 
 
-def views_part(bench: Bench, store: dict, seeds) -> None:
-    settings = [(1, None)] + [(v, a) for v in VIEWS if v > 1 for a in AUGMENTS]
+def views_part(bench: Bench, store: dict, seeds, views_grid=VIEWS, augments=AUGMENTS) -> None:
+    settings = [(1, None)] * (1 in views_grid) + [(v, a) for v in views_grid if v > 1 for a in augments]
     for seed in seeds:
         images, x_val, y_val = bench.seed(seed)
         for method in METHODS:
@@ -193,6 +193,7 @@ def global_table(store: dict) -> str:
 
 
 def main() -> None:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("views", "global"))
     parser.add_argument("--data-root", default="~/.cache/xdnb/cifar10-jpeg")
@@ -201,15 +202,19 @@ def main() -> None:
     parser.add_argument("--views", type=int, help="views of the global part (default: the views part's choice)")
     parser.add_argument("--augment", help="augment of the global part (default: the views part's choice)")
     parser.add_argument("--lrs", type=float, nargs="+", default=LRS, help="learning rates of the global part")
+    parser.add_argument("--views-grid", type=int, nargs="+", default=VIEWS, help="numbers of views of the views part")
+    parser.add_argument("--augments", nargs="+", default=AUGMENTS, help="augment lists of the views part")
+    parser.add_argument("--results", default=str(RESULTS), help="the results file (kept outside the clone, it spans sessions)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    RESULTS = Path(args.results).expanduser()
     store = load()
     if args.part and not args.table:
         bench = Bench(str(Path(args.data_root).expanduser()), args.teacher)
         if args.part == "views":
-            views_part(bench, store, args.seeds)
+            views_part(bench, store, args.seeds, args.views_grid, args.augments)
         else:
             chosen = views_table(store)[1]
             views = args.views or (chosen[0] if chosen else None)

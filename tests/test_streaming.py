@@ -7,7 +7,6 @@ import torchvision
 from torch import nn
 
 from xdnb import baselines, distill, graph, views
-from xdnb.distill import _set_bn_statistics
 from xdnb.sites import set_bn_statistics
 
 
@@ -124,7 +123,7 @@ def test_bn_statistics_pooled_over_chunks_equal_those_of_all_inputs():
     x = torch.randn(11, 6, 5, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
     whole, pooled = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
     set_bn_statistics(whole, x)
-    _set_bn_statistics(pooled, (x[i:i + 4] for i in range(0, 11, 4)))
+    set_bn_statistics(pooled, (x[i:i + 4] for i in range(0, 11, 4)))
     torch.testing.assert_close(pooled.running_mean, whole.running_mean)
     torch.testing.assert_close(pooled.running_var, whole.running_var)
 

@@ -254,30 +254,6 @@ def _captured(teacher, student, images, names, statistics, bns, batch_size, chun
 
 
 @torch.no_grad()
-def _set_bn_statistics(bn: nn.Module, inputs) -> None:
-    """:func:`xdnb.sites.set_bn_statistics` from the chunks ``inputs`` (N_i, C, ...): per-chunk means
-    and variances pooled exactly (Chan et al.), the same statistics as from all inputs at once."""
-    if isinstance(inputs, list) and len(inputs) == 1:
-        set_bn_statistics(bn, inputs[0])
-        return
-    count, mean, m2 = 0, None, None
-    for x in inputs:
-        dims = [0] + list(range(2, x.ndim))
-        x64 = x.double()
-        n = x64.numel() // x64.shape[1]
-        m, v = x64.mean(dims), x64.var(dims, unbiased=False)
-        if mean is None:
-            count, mean, m2 = n, m, v * n
-            continue
-        delta, total = m - mean, count + n
-        mean = mean + delta * (n / total)
-        m2 = m2 + v * n + delta.pow(2) * (count * n / total)
-        count = total
-    bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-    bn.running_var.copy_((m2 / count).to(bn.running_var.dtype))
-
-
-@torch.no_grad()
 def _layer_record(objective, teacher_conv: nn.Module, student_conv: nn.Module, chunks: Chunks) -> dict:
     """The per-layer record (:func:`record_from_outputs` and the objective before and after) over
     all chunks."""
@@ -342,7 +318,7 @@ def fit_layers(teacher: nn.Module, student: nn.Module, images, sites: list, fit_
     bar = progress(range(len(sites)), desc=desc, enabled=show_progress)
     for name, captured in _captured(teacher, student, images, names, statistics, bns, batch_size, chunk):
         if name not in by_name:  # a batch norm reached by the pass: its input as it is now
-            _set_bn_statistics(student_modules[name], captured)
+            set_bn_statistics(student_modules[name], captured)
             continue
         layer_started = time.perf_counter()
         index, site = len(history), by_name[name]
@@ -382,7 +358,7 @@ def fit_layers(teacher: nn.Module, student: nn.Module, images, sites: list, fit_
             reestimate_bn(student, images, None, batch_size)
         else:
             for name, captured in _captured(teacher, student, images, [], "running", batch_norms(student), None, chunk):
-                _set_bn_statistics(student_modules[name], captured)
+                set_bn_statistics(student_modules[name], captured)
     return history, kept_channels, masks, chunk
 
 

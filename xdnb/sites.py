@@ -43,12 +43,29 @@ def batch_norms(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def set_bn_statistics(bn: nn.Module, inputs: torch.Tensor) -> None:
-    """Set ``bn``'s running mean and (biased) variance to those of ``inputs`` (N, C, ...)."""
-    dims = [0] + list(range(2, inputs.ndim))
-    x64 = inputs.double()
-    bn.running_mean.copy_(x64.mean(dims).to(bn.running_mean.dtype))
-    bn.running_var.copy_(x64.var(dims, unbiased=False).to(bn.running_var.dtype))
+def set_bn_statistics(bn: nn.Module, inputs) -> None:
+    """Set ``bn``'s running mean and (biased) variance to those of ``inputs``: a tensor (N, C, ...)
+    or chunks of one (an iterable of (N_i, C, ...) tensors, e.g. streamed), whose per-chunk means
+    and variances are pooled exactly (Chan et al.): the same statistics as from all at once."""
+    chunks = [inputs] if isinstance(inputs, torch.Tensor) else inputs
+    count, mean, m2 = 0, None, None
+    for x in chunks:
+        dims = [0] + list(range(2, x.ndim))
+        x64 = x.double()
+        n = x64.numel() // x64.shape[1]
+        m, v = x64.mean(dims), x64.var(dims, unbiased=False)
+        if mean is None:
+            count, mean, m2, variance = n, m, v * n, v
+            continue
+        delta, total = m - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + v * n + delta.pow(2) * (count * n / total)
+        count, variance = total, None
+    if mean is None:
+        raise ValueError("set_bn_statistics needs at least one input")
+    bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+    # one chunk: its variance as computed, not m2 / n (which can differ in the last bit)
+    bn.running_var.copy_((m2 / count if variance is None else variance).to(bn.running_var.dtype))
 
 
 @torch.no_grad()
