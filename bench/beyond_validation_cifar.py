@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import os
 import statistics
@@ -43,7 +44,10 @@ os.environ.setdefault("XDNB_QUIET", "1")
 
 import torch  # noqa: E402
 
-from xdnb import data, distill, global_stage, metrics, models  # noqa: E402
+from xdnb import baselines, data, distill, global_stage, metrics, models, pruning  # noqa: E402
+from xdnb import views as views_  # noqa: E402
+from xdnb.graph import trace  # noqa: E402
+from xdnb.sites import reestimate_bn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "beyond_validation_cifar.json"
@@ -53,6 +57,9 @@ VIEWS = [1, 4, 8, 16]
 AUGMENTS = ["flip", "flip,crop", "flip,crop,mixup"]
 METHODS = ["regression", "cross"]
 LRS = [3e-4, 1e-3, 3e-3]
+BASELINE_LRS = [1e-4, 3e-4, 1e-3]
+FIT_MUS = [0.4, 0.6, 0.8]
+FIT_RIDGES = [0.01, 0.1, 1.0]
 STEPS = [50, 100, 200, 400]
 VALIDATION = 2000
 TOLERANCE = 0.5
@@ -63,10 +70,17 @@ def load() -> dict:
 
 
 def save(store: dict) -> None:
+    """Write ``store`` atomically, merged with what is on disk under a lock: several parts may run
+    at once in separate processes, each adding its own runs (runs are never removed)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-    temporary.write_text(json.dumps(store, indent=1, sort_keys=True) + "\n")
-    temporary.replace(RESULTS)
+    with open(RESULTS.with_name(RESULTS.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for part, runs in load().items():
+            store.setdefault(part, {})
+            store[part].update({key: run for key, run in runs.items() if key not in store[part]})
+        temporary = RESULTS.with_name(RESULTS.name + ".tmp")
+        temporary.write_text(json.dumps(store, indent=1, sort_keys=True) + "\n")
+        temporary.replace(RESULTS)
 
 
 class Bench:
@@ -107,6 +121,43 @@ def views_part(bench: Bench, store: dict, seeds, views_grid=VIEWS, augments=AUGM
                 print(key, f"{store['views'][key]['validation_accuracy']:.2f} % ({seconds:.0f} s)", flush=True)
 
 
+def fit_part(bench: Bench, store: dict, seeds, mus=FIT_MUS, ridges=FIT_RIDGES, views: int = 16,
+             augment: str = "flip,crop,mixup") -> None:
+    """Cross's ``mu`` and the solver's ``ridge`` re-checked with views (both were chosen without)."""
+    store.setdefault("fit", {})
+    for seed in seeds:
+        images, x_val, y_val = bench.seed(seed)
+        for mu in mus:
+            for ridge in ridges:
+                key = f"cross|mu={mu:g}|ridge={ridge:g}|views={views}|augment={augment}|seed={seed}"
+                if key in store["fit"]:
+                    continue
+                torch.manual_seed(seed)
+                started = time.perf_counter()
+                out = distill.compress(bench.teacher, images, "cross", mu=mu, ridge=ridge, pruning=SCHEME, views=views,
+                                       augment=augment, seed=seed, show_progress=False)
+                store["fit"][key] = {"mu": mu, "ridge": ridge, "seed": seed, "views": views, "augment": augment,
+                                     "seconds": time.perf_counter() - started,
+                                     "validation_accuracy": 100 * metrics.accuracy(out.student, x_val, y_val)}
+                save(store)
+                print(key, f"{store['fit'][key]['validation_accuracy']:.2f} %", flush=True)
+
+
+def fit_table(store: dict) -> str:
+    rows = list(store.get("fit", {}).values())
+    if not rows:
+        return "(no fit runs yet)"
+    ridges = sorted({r["ridge"] for r in rows})
+    lines = ["| mu | " + " | ".join(f"ridge {r:g}" for r in ridges) + " |", "|---|" + "---|" * len(ridges)]
+    for mu in sorted({r["mu"] for r in rows}):
+        cells = []
+        for ridge in ridges:
+            values = [r["validation_accuracy"] for r in rows if (r["mu"], r["ridge"]) == (mu, ridge)]
+            cells.append(f"{statistics.mean(values):.2f} ({len(values)})" if values else "")
+        lines.append(f"| {mu:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n(mean validation top-1 %, number of seeds in brackets)"
+
+
 def views_table(store: dict) -> tuple[str, tuple[int, str | None] | None]:
     rows = list(store["views"].values())
     if not rows:
@@ -122,6 +173,8 @@ def views_table(store: dict) -> tuple[str, tuple[int, str | None] | None]:
         mean[(views, augment)] = statistics.mean(statistics.mean(v) for v in per.values())
         lines.append(f"| {views} | {augment or '— (the paper)'} | {statistics.mean(per['regression']):.2f} | "
                      f"{statistics.mean(per['cross']):.2f} | {mean[(views, augment)]:.2f} |")
+    if not mean:
+        return "\n".join(lines) + "\n\n(no setting finished for every seed yet)", None
     best = max(mean.values())
     fewest = min(v for (v, _), m in mean.items() if m >= best - TOLERANCE)
     chosen = max(((v, a) for (v, a) in mean if v == fewest), key=lambda s: mean[s])
@@ -163,6 +216,51 @@ def global_part(bench: Bench, store: dict, seeds, views: int, augment: str, lrs=
                 print(key, ", ".join(f"{s}: {v['validation_accuracy']:.2f}" for s, v in read.items()), flush=True)
 
 
+def baselines_part(bench: Bench, store: dict, seeds, lrs=BASELINE_LRS, views: int = 1, steps=STEPS) -> None:
+    """kd and mir from the L1-norm student (the baselines), each lr of ``lrs``, read at each step
+    count of ``steps``, ``views`` views per image a step (1 = the K-shot images)."""
+    store.setdefault("baselines", {})
+    for seed in seeds:
+        images, x_val, y_val = bench.seed(seed)
+        graph = trace(bench.teacher, tuple(images.shape[1:]))
+        for stage in global_stage.STAGES:
+            for lr in lrs:
+                key = f"{stage}|lr={lr:g}|views={views}|seed={seed}"
+                if key in store["baselines"]:
+                    continue
+                student = baselines.l1_filter_prune(graph, pruning.structured(graph, SCHEME))[0]
+                reestimate_bn(student, views_.make_views(images, views, "flip,crop,mixup", seed))
+                start = 100 * metrics.accuracy(student, x_val, y_val)
+                read, started = {}, time.perf_counter()
+
+                def callback(step, loss, student=student, read=read, started=started):
+                    if step in steps:
+                        read[step] = {"loss": loss, "seconds": time.perf_counter() - started,
+                                      "validation_accuracy": 100 * metrics.accuracy(student, x_val, y_val)}
+
+                global_stage.train(global_stage.GlobalStage(stage, max(steps), lr), bench.teacher, student, images,
+                                   views=views, augment="flip,crop,mixup", seed=seed, show_progress=False, callback=callback)
+                store["baselines"][key] = {"stage": stage, "lr": lr, "seed": seed, "views": views,
+                                           "start_accuracy": start, "steps": {str(s): v for s, v in read.items()}}
+                save(store)
+                print(key, ", ".join(f"{s}: {v['validation_accuracy']:.2f}" for s, v in read.items()), flush=True)
+
+
+def baselines_table(store: dict) -> str:
+    rows = list(store.get("baselines", {}).values())
+    if not rows:
+        return "(no baseline runs yet)"
+    steps = sorted({int(s) for r in rows for s in r["steps"]})
+    lines = ["| stage | lr | views | start | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|---|---|---|" + "---|" * len(steps)]
+    for stage, lr, views in sorted({(r["stage"], r["lr"], r["views"]) for r in rows}):
+        per = [r for r in rows if (r["stage"], r["lr"], r["views"]) == (stage, lr, views)]
+        cells = [f"{statistics.mean(r['steps'][str(s)]['validation_accuracy'] for r in per):.2f}"
+                 if all(str(s) in r["steps"] for r in per) else "" for s in steps]
+        start = statistics.mean(r["start_accuracy"] for r in per)
+        lines.append(f"| {stage} | {lr:g} | {views} | {start:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nseeds {sorted({r['seed'] for r in rows})}"
+
+
 def global_table(store: dict) -> str:
     rows = [r for r in store["global"].values() if r["stage"] != "none"]
     if not rows:
@@ -195,7 +293,7 @@ def global_table(store: dict) -> str:
 def main() -> None:
     global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("views", "global"))
+    parser.add_argument("--part", choices=("views", "global", "baselines", "fit"))
     parser.add_argument("--data-root", default="~/.cache/xdnb/cifar10-jpeg")
     parser.add_argument("--teacher", default=str(TEACHER))
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
@@ -205,6 +303,7 @@ def main() -> None:
     parser.add_argument("--views-grid", type=int, nargs="+", default=VIEWS, help="numbers of views of the views part")
     parser.add_argument("--augments", nargs="+", default=AUGMENTS, help="augment lists of the views part")
     parser.add_argument("--results", default=str(RESULTS), help="the results file (kept outside the clone, it spans sessions)")
+    parser.add_argument("--steps", type=int, nargs="+", default=STEPS, help="step counts read by the baselines part")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
@@ -215,6 +314,10 @@ def main() -> None:
         bench = Bench(str(Path(args.data_root).expanduser()), args.teacher)
         if args.part == "views":
             views_part(bench, store, args.seeds, args.views_grid, args.augments)
+        elif args.part == "fit":
+            fit_part(bench, store, args.seeds)
+        elif args.part == "baselines":
+            baselines_part(bench, store, args.seeds, args.lrs if args.lrs != LRS else BASELINE_LRS, args.views or 1, args.steps)
         else:
             chosen = views_table(store)[1]
             views = args.views or (chosen[0] if chosen else None)
@@ -225,6 +328,10 @@ def main() -> None:
     print(views_table(store)[0])
     print()
     print(global_table(store))
+    print()
+    print(baselines_table(store))
+    print()
+    print(fit_table(store))
 
 
 if __name__ == "__main__":
