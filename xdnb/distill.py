@@ -269,17 +269,17 @@ def _layer_record(objective, teacher_conv: nn.Module, student_conv: nn.Module, c
 def _with_outputs(teacher_conv: nn.Module, pairs, images: int) -> Chunks:
     """The layer's :class:`~xdnb.quadratic.Chunks` from its ``(hT, hS)`` input pairs: the teacher's
     outputs computed once when the pairs are held in memory, per chunk when they are recomputed."""
-    with torch.no_grad():
-        if isinstance(pairs, list):
+    if isinstance(pairs, list):
+        with torch.no_grad():
             data = [(hT, hS, teacher_conv(hT), teacher_conv(hS)) for hT, hS in pairs]
-            return Chunks(lambda: data, images, data[0][2].numel() // len(data[0][2]))
+        return Chunks(lambda: data, images, data[0][2].numel() // len(data[0][2]))
 
-        def make():
-            with torch.no_grad():
-                for hT, hS in pairs:
-                    yield hT, hS, teacher_conv(hT), teacher_conv(hS)
+    def make():  # a generator runs later, outside any caller's no_grad: it needs its own
+        with torch.no_grad():
+            for hT, hS in pairs:
+                yield hT, hS, teacher_conv(hT), teacher_conv(hS)
 
-        return Chunks(make, images, pairs.output_size)
+    return Chunks(make, images, pairs.output_size)
 
 
 def fit_layers(teacher: nn.Module, student: nn.Module, images, sites: list, fit_site: Callable[..., Fit], *,
