@@ -25,6 +25,13 @@ Rule, fixed before the run: the (steps, lr) with the best mean over both stages 
 ties (within 0.1 points) to fewer steps. Each row also records the wall time, so the cost of
 every setting is on the table.
 
+``--part baselines``: the kd and mir baselines from the L1-norm student (BN re-estimated on the
+views), at each learning rate of ``--lrs`` (default :data:`BASELINE_LRS`) with ``--views`` views
+(default 1), the student read at each step count of ``--steps``; the same rule as the global part.
+
+``--part fit``: cross's ``mu`` (``--mus``) × the solver's ``ridge`` (``--ridges``) with 16
+``flip,crop,mixup`` views: both were chosen without views, on digits.
+
 Results go to ``--results`` (default ``bench/results/beyond_validation_cifar.json``, git-ignored), rewritten atomically
 after every run; finished runs are skipped on a restart. Threads: ``--threads`` (default 2).
 """
@@ -304,6 +311,8 @@ def main() -> None:
     parser.add_argument("--augments", nargs="+", default=AUGMENTS, help="augment lists of the views part")
     parser.add_argument("--results", default=str(RESULTS), help="the results file (kept outside the clone, it spans sessions)")
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS, help="step counts read by the baselines part")
+    parser.add_argument("--mus", type=float, nargs="+", default=FIT_MUS, help="cross's mu values of the fit part")
+    parser.add_argument("--ridges", type=float, nargs="+", default=FIT_RIDGES, help="ridge values of the fit part")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
@@ -315,7 +324,7 @@ def main() -> None:
         if args.part == "views":
             views_part(bench, store, args.seeds, args.views_grid, args.augments)
         elif args.part == "fit":
-            fit_part(bench, store, args.seeds)
+            fit_part(bench, store, args.seeds, args.mus, args.ridges)
         elif args.part == "baselines":
             baselines_part(bench, store, args.seeds, args.lrs if args.lrs != LRS else BASELINE_LRS, args.views or 1, args.steps)
         else:

@@ -103,7 +103,8 @@ def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[Run
     with one view (the paper's protocol) and with :data:`xdnb.views.RECOMMENDED_CIFAR10` (bp and
     fitnet, which use labels, without the mixup views), and the global stages kd and mir on top
     of regression and cross with those views (at :data:`xdnb.global_stage.RECOMMENDED_CIFAR10`: the
-    digits defaults destroy a CIFAR-10 student). L1-norm runs once per scheme (no data)."""
+    digits defaults destroy a CIFAR-10 student); the kd and mir baselines at
+    :data:`xdnb.baselines.RECOMMENDED_CIFAR10` for the same reason. L1-norm runs once per scheme."""
     from xdnb import baselines, global_stage, views
 
     setting = views.RECOMMENDED_CIFAR10
@@ -118,6 +119,8 @@ def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[Run
             for method in BEYOND_OBJECTIVES + kept:
                 name, params = (method, {}) if ":" not in method else ("soft", dict(zip(("alpha", "beta"), map(float, method.split(":")[1].split(",")))))
                 with_views = labelled if name in ("bp", "fitnet") else unlabelled
+                if name in ("kd", "mir"):
+                    params = {"options": dict(baselines.RECOMMENDED_CIFAR10)}
                 out.append(RunConfig(method=name, **params, **common))
                 out.append(RunConfig(method=name, **params, **with_views, **common))
             for method in ("regression", "cross"):
@@ -643,9 +646,9 @@ def render_latency() -> str:
 def render_beyond(root: str, teacher: str, seeds) -> str:
     """Section 9: the paper's protocol beside views and the global stages, from ``beyond.jsonl``;
     a (scheme, K) cell enters once all its runs for every seed are stored."""
-    from xdnb import global_stage, views
+    from xdnb import baselines, global_stage, views
 
-    setting, gs = views.RECOMMENDED_CIFAR10, global_stage.RECOMMENDED_CIFAR10
+    setting, gs, bl = views.RECOMMENDED_CIFAR10, global_stage.RECOMMENDED_CIFAR10, baselines.RECOMMENDED_CIFAR10
     head = ("## 9. Beyond the paper: views, global stages, KD and MiR\n\n"
             "Every objective and baseline with one view per K-shot image (the paper's protocol) and with "
             f"`xdnb.views.RECOMMENDED_CIFAR10` ({setting['views']} views, `{setting['augment']}`, chosen on CIFAR-10 validation "
@@ -654,8 +657,9 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
             f"global stages kd and mir after regression and cross with those views, at `xdnb.global_stage.RECOMMENDED_CIFAR10` "
             f"({gs['global_steps']} Adam steps at lr {gs['global_lr']:g}: the digits default, 400 steps at 1e-3, destroys a "
             "CIFAR-10 student; [bench/README.md](../bench/README.md#the-global-stage-on-cifar-10-the-digits-defaults-do-not-carry-over)). "
-            "The kd and mir *baselines* train the L1-norm student end to end at their defaults (400 steps at lr 1e-3, chosen "
-            "on digits). Each run on one torch thread while another job used the second core, so times are upper bounds. "
+            "The kd and mir *baselines* train the L1-norm student end to end at `xdnb.baselines.RECOMMENDED_CIFAR10` "
+            f"({bl['steps']} Adam steps at lr {bl['lr']:g}, chosen on CIFAR-10 validation images; "
+            "[bench/README.md](../bench/README.md#the-kd-and-mir-baselines-on-cifar-10)). Each run on one torch thread while another job used the second core, so times are upper bounds. "
             f"The VGG-16 teacher, seeds {', '.join(map(str, seeds))}, top-1 on all 10 000 test images, "
             "mean ± sample std; time = the pipeline's wall time (views + fit + stage, evaluation excluded), median over seeds. "
             "Regenerate with `bench/results_page.py --sections beyond` (resumable; the plan runs VGG-C K = 1 and 5 first).\n")
