@@ -13,12 +13,16 @@ VGG-C and VGG-A:
 - ``cross`` with one view: the paper's protocol (xdnb's closed-form solver);
 - ``regression`` and ``cross`` on :data:`xdnb.views.RECOMMENDED_CIFAR10` (chosen on CIFAR-10
   validation images, ``bench/beyond_validation_cifar.py``);
-- with ``--stages``: cross on those views followed by each global stage (``kd``, ``mir``) at
-  ``--global-steps`` (default: :data:`xdnb.global_stage.DEFAULT_STEPS`).
+- with ``--mu``/``--ridge``: also cross at that ``mu`` and solver ridge on those views (the
+  values the fit probe of ``bench/beyond_validation_cifar.py --part fit`` chose on validation
+  images);
+- with ``--stages``: the last cross on those views followed by each global stage (``kd``,
+  ``mir``) at ``--global-steps`` and ``--global-lr`` (default:
+  :data:`xdnb.global_stage.RECOMMENDED_CIFAR10`).
 
 The table gives the mean ± sample std over the seeds and the median *pipeline* time (views +
 layer-wise fit + global stage: ``Result.seconds``, evaluation excluded). Runs are stored in
-``bench/results/beyond_cifar.jsonl`` (resumable JSON lines, git-ignored).
+``--store`` (default ``bench/results/beyond_cifar.jsonl``; resumable JSON lines, git-ignored).
 """
 
 from __future__ import annotations
@@ -46,17 +50,20 @@ GOALS = {"VGG-C": 80.0, "VGG-A": 88.8}
 GOAL_SECONDS = 120.0
 
 
-def configs(root: str, teacher: str, schemes, seeds, stages, steps: int) -> list[RunConfig]:
+def configs(root: str, teacher: str, schemes, seeds, stages, steps: int, lr: float, fit: dict) -> list[RunConfig]:
+    """The runs, seed by seed; ``fit``: ``mu``/``ridge`` of an extra cross pipeline ({} for none)."""
     base = dict(data=f"cifar10-folder:{root}", arch="vgg16", teacher=teacher, k=1, device="cpu")
     setting = views.RECOMMENDED_CIFAR10
     out = []
     for seed in seeds:
         for scheme in schemes:
-            common = dict(base, pruning=scheme, seed=seed)
-            out.append(RunConfig(method="cross", **common))
-            out += [RunConfig(method=m, views=setting["views"], augment=setting["augment"], **common) for m in ("regression", "cross")]
-            out += [RunConfig(method="cross", views=setting["views"], augment=setting["augment"], global_stage=stage,
-                              global_steps=steps, **common) for stage in stages]
+            on_views = dict(base, pruning=scheme, seed=seed, views=setting["views"], augment=setting["augment"])
+            out.append(RunConfig(method="cross", **dict(base, pruning=scheme, seed=seed)))
+            out += [RunConfig(method=m, **on_views) for m in ("regression", "cross")]
+            if fit:
+                out.append(RunConfig(method="cross", **fit, **on_views))
+            out += [RunConfig(method="cross", **fit, global_stage=stage, global_steps=steps, global_lr=lr, **on_views)
+                    for stage in stages]
     return out
 
 
@@ -96,16 +103,22 @@ def main() -> None:
     parser.add_argument("--schemes", nargs="+", default=SCHEMES, choices=SCHEMES)
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--stages", nargs="*", default=[], choices=global_stage.STAGES)
-    parser.add_argument("--global-steps", type=int, default=global_stage.DEFAULT_STEPS)
+    parser.add_argument("--global-steps", type=int, default=global_stage.RECOMMENDED_CIFAR10["global_steps"])
+    parser.add_argument("--global-lr", type=float, default=global_stage.RECOMMENDED_CIFAR10["global_lr"])
+    parser.add_argument("--mu", type=float, help="cross's mu of an extra pipeline on the views")
+    parser.add_argument("--ridge", type=float, help="the solver ridge of that pipeline")
+    parser.add_argument("--store", default=str(STORE), help="the results file (JSON lines; resumable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    store = Path(args.store).expanduser()
+    fit = {name: value for name, value in (("mu", args.mu), ("ridge", args.ridge)) if value is not None}
     if not args.table:
         root = str(Path(args.data_root).expanduser())
-        run_sweep(configs(root, args.teacher, args.schemes, args.seeds, args.stages, args.global_steps), STORE,
-                  show_progress=False)
-    results = [r.to_dict() for r in ResultStore(STORE).results()] if STORE.exists() else []
+        run_sweep(configs(root, args.teacher, args.schemes, args.seeds, args.stages, args.global_steps, args.global_lr, fit),
+                  store, show_progress=False)
+    results = [r.to_dict() for r in ResultStore(store).results()] if store.exists() else []
     print(table(results) if results else "(no runs stored yet)")
 
 
