@@ -240,3 +240,20 @@ def test_the_cli_runs_the_views_and_global_stage_pipeline_end_to_end(capsys):
                      "--global-steps", "30", "--test-limit", "100"])
     out = capsys.readouterr().out
     assert code == 0 and "'global_stage': 'kd'" in out and "'views': 4" in out
+
+
+def test_cifar10_settings_are_valid_runs_with_their_own_keys():
+    """The CIFAR-10 settings of the global stage and of the kd/mir baselines are accepted where the
+    results page passes them, reach the method, and give keys apart from the digits defaults (so a
+    resumed sweep reruns the runs stored at the old setting instead of reusing them)."""
+    from xdnb import baselines, global_stage
+    from xdnb.experiment import RunConfig
+
+    for name in ("kd", "mir"):
+        tuned = RunConfig(method=name, options=dict(baselines.RECOMMENDED_CIFAR10))
+        stage = tuned.method_options().stage()
+        assert (stage.steps, stage.lr) == (baselines.RECOMMENDED_CIFAR10["steps"], baselines.RECOMMENDED_CIFAR10["lr"])
+        assert tuned.key() != RunConfig(method=name).key()
+        after_fit = RunConfig(method="cross", views=16, augment="flip,crop,mixup", global_stage=name,
+                              **global_stage.RECOMMENDED_CIFAR10)
+        assert after_fit.key() != RunConfig(method="cross", views=16, augment="flip,crop,mixup", global_stage=name).key()
