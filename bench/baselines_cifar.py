@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import xdnb
-from xdnb import baselines, data, experiment, metrics, models, pruning
+from xdnb import atomic, baselines, data, experiment, metrics, models, pruning
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TEACHER = HERE.parent.parent / "shared" / "data" / "vgg16_cifar10_teacher.pt"
@@ -38,14 +37,6 @@ ENGINE = (("cross", {"mu": 0.6}), ("soft", {"alpha": 0.5, "beta": 0.5}), ("regre
 ORDER = ("l1-norm", "fskd", "thinet", "cp", "cross", "soft", "regression", "bp", "fitnet")
 #: Variants run after the defaults: ThiNet and CP with the original papers' plain least squares.
 VARIANTS = (("thinet", {"ridge": 0.0}), ("cp", {"ridge": 0.0}))
-
-
-def write_atomic(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
 
 
 def configs(spec: str, teacher: str, ks, methods, variants=True, scheme="VGG-A") -> list[experiment.RunConfig]:
@@ -76,7 +67,7 @@ def run_all(args) -> None:
         record.update(key=config.key(), label=label(config), load_before=load_before,
                       load_after=os.getloadavg()[0], finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         records.append(record)
-        write_atomic(out, records)
+        atomic.write_text(out, json.dumps(records, indent=1))
         print(f"K={config.k} {record['label']:22s} {100 * result.student_accuracy:6.2f} %  "
               f"{result.seconds:7.1f} s  (load {load_before:.1f} -> {record['load_after']:.1f})", flush=True)
     print_table(out, args.scheme)
@@ -123,7 +114,7 @@ def digits_defaults(out: Path) -> None:
                 rows.append({"k": k, "keep": ratio, "method": method, "options": options,
                              "validation_accuracy": metrics.accuracy(result.student, x_val, y_val)})
                 print(json.dumps(rows[-1]), flush=True)
-    write_atomic(out, rows)
+    atomic.write_text(out, json.dumps(rows, indent=1))
     print("| method | options | " + " | ".join(f"K={k}, keep {r:g}" for k in (1, 5) for r in (0.5, 0.25)) + " | mean |")
     print("|---|---|" + "---|" * 5)
     for method, options in grid:

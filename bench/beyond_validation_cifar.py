@@ -51,7 +51,7 @@ os.environ.setdefault("XDNB_QUIET", "1")
 
 import torch  # noqa: E402
 
-from xdnb import baselines, data, distill, global_stage, metrics, models, pruning  # noqa: E402
+from xdnb import atomic, baselines, data, distill, global_stage, metrics, models, pruning  # noqa: E402
 from xdnb import views as views_  # noqa: E402
 from xdnb.graph import trace  # noqa: E402
 from xdnb.sites import reestimate_bn  # noqa: E402
@@ -85,9 +85,7 @@ def save(store: dict) -> None:
         for part, runs in load().items():
             store.setdefault(part, {})
             store[part].update({key: run for key, run in runs.items() if key not in store[part]})
-        temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-        temporary.write_text(json.dumps(store, indent=1, sort_keys=True) + "\n")
-        temporary.replace(RESULTS)
+        atomic.write_text(RESULTS, json.dumps(store, indent=1, sort_keys=True) + "\n")
 
 
 class Bench:

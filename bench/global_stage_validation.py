@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from xdnb import data, distill, global_stage, metrics, models
+from xdnb import atomic, data, distill, global_stage, metrics, models
 
 OUT = Path(__file__).resolve().parent / "results" / "global_stage_validation.json"
 LRS = (1e-4, 3e-4, 1e-3, 3e-3)
@@ -84,9 +84,8 @@ def main() -> None:
                  for s in global_stage.STAGES}
     print(f"chosen: {chosen[0]} steps at lr {chosen[1]:g} ({100 * mean[chosen]:.2f} %; "
           + ", ".join(f"{s} {v:.2f} %" for s, v in per_stage.items()) + ")")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rows": rows, "chosen": {"steps": chosen[0], "lr": chosen[1]}, "views": VIEWS,
-                               "augment": AUGMENT, "pruning": PRUNING, "k": K, "seeds": args.seeds}, indent=1))
+    atomic.write_text(OUT, json.dumps({"rows": rows, "chosen": {"steps": chosen[0], "lr": chosen[1]}, "views": VIEWS,
+                                       "augment": AUGMENT, "pruning": PRUNING, "k": K, "seeds": args.seeds}, indent=1))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     import torch
 
     import xdnb
-    from xdnb import baselines, card, distill, export, latency, models, size
+    from xdnb import atomic, baselines, card, distill, export, latency, models, size
 
     xdnb.setup(seed=0, threads=2)
     started = time.perf_counter()
@@ -90,10 +90,9 @@ def main(argv=None) -> int:
     results["load_average"] = {"start": load_before, "end": os.getloadavg()}
     results["versions"], results["machine"] = card.library_versions(), card.machine()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic.write_text(out / "latency.json", json.dumps(results, indent=1) + "\n")
     text = markdown(results)
-    (out / "latency.md").write_text(text, encoding="utf-8")
+    atomic.write_text(out / "latency.md", text)
     print(text)
     print(f"written {out / 'latency.json'} and {out / 'latency.md'} ({results['seconds']:.0f} s in all, {platform.node()})")
     return 0

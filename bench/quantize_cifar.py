@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import xdnb
-from xdnb import data, distill, experiment, metrics, presets, quantize, sites, sweep
+from xdnb import atomic, data, distill, experiment, metrics, presets, quantize, sites, sweep
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TEACHER = HERE.parent.parent / "shared" / "data" / "vgg16_cifar10_teacher.pt"
@@ -77,7 +77,7 @@ def diagnose(spec: str, teacher_path: str, test_limit: int) -> None:
         rows.append({"student": name, "accuracy": metrics.accuracy(model, x_test, y_test), "relative_errors": errors,
                      "seconds": seconds})
         print(json.dumps(rows[-1]), flush=True)
-    (HERE / "results" / "quantize_cifar-diagnose.json").write_text(json.dumps(rows, indent=1))
+    atomic.write_text(HERE / "results" / "quantize_cifar-diagnose.json", json.dumps(rows, indent=1))
     print("| student | accuracy (%) | " + " | ".join(f"conv{i + 2}" for i in range(len(rows[0]["relative_errors"]))) + " |")
     print("|---|---|" + "---|" * len(rows[0]["relative_errors"]))
     for row in rows:
@@ -133,7 +133,7 @@ def main() -> None:
         spec = configs[0].data
         rows = rounding_baselines(spec, args.teacher, args.bits, args.k, args.seeds, args.test_limit)
         path = HERE / "results" / "quantize_cifar-rounding.json"
-        path.write_text(json.dumps(rows, indent=1))
+        atomic.write_text(path, json.dumps(rows, indent=1))
         print("| bits | K | data-free rounding, BN statistics | accuracy (%) |")
         print("|---|---|---|---|")
         for row in rows:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import xdnb
-from xdnb import data, distill, metrics, models
+from xdnb import atomic, data, distill, metrics, models
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = [("ste", lr, steps) for lr in (0.01, 0.02, 0.05) for steps in (100, 300)] + \
@@ -43,7 +43,7 @@ def main() -> None:
                              "last": errors[-1], "mean": sum(errors) / len(errors), "seconds": seconds})
                 print(json.dumps(rows[-1]), flush=True)
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "quantize_digits.json").write_text(json.dumps(rows, indent=1))
+    atomic.write_text(HERE / "results" / "quantize_digits.json", json.dumps(rows, indent=1))
     print("| quantizer | lr | steps | " + " | ".join(f"K={k} {o[:5]} last / mean" for k in (1, 5)
                                                   for o in ("regression", "cross")) + " |")
     print("|---|---|---|" + "---|" * 4)

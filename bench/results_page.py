@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from xdnb import data, distill, metrics, models, plots, presets, tables
+from xdnb import atomic, data, distill, metrics, models, plots, presets, tables
 from xdnb.experiment import RunConfig
 from xdnb.sweep import ResultStore, run_sweep
 
@@ -161,7 +161,7 @@ def analysis(root: str, teacher_path: str) -> dict:
             result = distill.compress(teacher, images, name, pruning="VGG-C", show_progress=False, **params)
             out["runs"].append({"k": k, "objective": name, **params, "config": result.config,
                                 "train": result.history, "held_out": metrics.layer_errors(teacher, result.masked_student, x_held)})
-    write_text(path, json.dumps(out))
+    atomic.write_text(path, json.dumps(out))
     return out
 
 
@@ -200,7 +200,7 @@ def speed(root: str, teacher_path: str) -> dict:
         times.append(time.perf_counter() - started)
     out = {"threads": torch.get_num_threads(), "methods": methods, "steps": steps,
            "teacher_images_per_s": 2000 / statistics.median(times)}
-    write_text(path, json.dumps(out))
+    atomic.write_text(path, json.dumps(out))
     return out
 
 
@@ -225,7 +225,7 @@ def memory(root: str, teacher_path: str) -> dict:
                                      "distill.compress(t, x, 'cross', pruning='VGG-A', show_progress=False); " + PEAK_RSS],
                                     capture_output=True, text=True, check=True, env=env)
         out[k] = {"loaded_mib": int(loaded.stdout.split()[-1]) / 1024, "peak_mib": int(compressed.stdout.split()[-1]) / 1024}
-    write_text(path, json.dumps(out))
+    atomic.write_text(path, json.dumps(out))
     return out
 
 
@@ -241,7 +241,7 @@ def solver_times(root: str, teacher_path: str) -> list[dict]:
         rows = _engine_bench().solver_layer_times(f"cifar10-folder:{root}", teacher_path, ks=(1,), targets=("channels",))
     finally:
         torch.set_num_threads(threads)
-    write_text(path, json.dumps(rows))
+    atomic.write_text(path, json.dumps(rows))
     return rows
 
 
@@ -265,16 +265,9 @@ def _engine_bench():
 # --- rendering -------------------------------------------------------------------------------
 
 
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
 def figure(fig, name: str, width: int = 720, height: int = 400) -> str:
     """Write ``docs/results/<name>.svg`` and return its markdown image link."""
-    write_text(FIGURES / f"{name}.svg", plots.figure_svg(fig, width, height))
+    atomic.write_text(FIGURES / f"{name}.svg", plots.figure_svg(fig, width, height))
     return f"![{fig.layout.title.text or name}](results/{name}.svg)"
 
 
@@ -765,7 +758,7 @@ def main() -> None:
             print(f"beyond: {len(configs)} runs", flush=True)
             run_sweep(configs, STORE / "beyond.jsonl", workers=workers)
         page = (DOCS / "results.md").read_text(encoding="utf-8")
-        write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in args.sections}))
+        atomic.write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in args.sections}))
         print(f"rewrote sections {', '.join(args.sections)} of {DOCS / 'results.md'}")
         return
     if not args.render_only:
@@ -780,7 +773,7 @@ def main() -> None:
         torch.set_num_threads(2)  # timings with both cores, measured side by side
         speed(root, args.teacher)
     page = render(root, args.teacher, args.ks, args.seeds)
-    write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in SECTION_NAMES}))
+    atomic.write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in SECTION_NAMES}))
     print(f"wrote {DOCS / 'results.md'} ({(time.perf_counter() - started) / 3600:.2f} h of wall time)")
 
 

@@ -42,7 +42,7 @@ os.environ.setdefault("XDNB_QUIET", "1")
 import torch  # noqa: E402
 
 import xdnb  # noqa: E402
-from xdnb import data, distill, metrics, models  # noqa: E402
+from xdnb import atomic, data, distill, metrics, models  # noqa: E402
 
 VIEWS = [1, 2, 4, 8, 16]
 AUGMENTS = ["flip", "crop", "flip,crop", "flip,crop,mixup"]
@@ -61,10 +61,7 @@ def load() -> dict:
 
 
 def save(store: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-    temporary.write_text(json.dumps(store, indent=1, sort_keys=True) + "\n")
-    temporary.replace(RESULTS)
+    atomic.write_text(RESULTS, json.dumps(store, indent=1, sort_keys=True) + "\n")
 
 
 def run_key(method: str, keep: float, k: int, views: int, augment: str | None, seed: int) -> str:

@@ -290,7 +290,6 @@ def hint_points(model: nn.Module, input_shape) -> list[tuple[str, str | None]]:
 
 def _end_to_end(name, graph, images, labels, plan, opts, seed, batch_size, show_progress):
     """bp / fitnet: L1-norm, then SGD on the K-shot set; ``(masked student, kept, masks, info)``."""
-    teacher = graph.model
     compact, _, kept, masks = _l1_norm(graph, plan)
     images, labels = labelled_views(images, labels, opts["views"], opts["augment"], seed)
     bn = opts["bn"]

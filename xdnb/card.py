@@ -17,9 +17,10 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from . import atomic
 
 CARD_VERSION = 1
 #: packages whose versions a card records (those installed)
@@ -156,21 +157,6 @@ def card_for_export(meta: dict, report, latency: list[dict] | None = None, *, in
     return _plain(info)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a card is as readable as any other file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_card(path_stem: str | Path, info: dict) -> tuple[Path, Path]:
     """Write ``info`` as ``<path_stem>.json`` and a short ``<path_stem>.md``, each atomically.
 
@@ -183,8 +169,8 @@ def write_card(path_stem: str | Path, info: dict) -> tuple[Path, Path]:
     info.setdefault("machine", machine())
     text = json.dumps(info, indent=2, allow_nan=False) + "\n"
     json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    _atomic_write(json_path, text)
-    _atomic_write(md_path, markdown(info))
+    atomic.write_text(json_path, text)
+    atomic.write_text(md_path, markdown(info))
     return json_path, md_path
 
 

@@ -22,14 +22,13 @@ import functools
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from . import checks
+from . import atomic, checks
 from .progress import progress
 
 #: VGG-16 for CIFAR-10: 13 conv3x3 layers, 'M' = 2x2 max-pool.
@@ -249,18 +248,6 @@ def builder(arch: str, num_classes: int | None = None, stem: str | None = None) 
     return {"arch": arch, "num_classes": num_classes, "stem": stem}
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_student(student: nn.Module, path: str | Path, *, build_args: dict, input_shape, kept_channels: dict | None = None,
                  normalization: dict | None = None, meta: dict | None = None) -> Path:
     """Save a compressed ``student`` atomically in a ``weights_only`` format.
@@ -277,7 +264,7 @@ def save_student(student: nn.Module, path: str | Path, *, build_args: dict, inpu
         "input_shape": [int(v) for v in input_shape], "normalization": normalization,
         "state_dict": student.state_dict(), "meta": json.loads(json.dumps(meta or {}, default=str)),  # plain JSON types only
     }
-    _atomic_save(payload, path)
+    atomic.replace_with(path, lambda temporary: torch.save(payload, temporary))
     return path
 
 
@@ -406,4 +393,4 @@ def _train_digits_teacher_here(seed: int, path: str) -> None:
     torch.manual_seed(seed)
     model = digits_net()
     train_classifier(model, images, labels, DIGITS_TEACHER_EPOCHS, seed, desc="training digits teacher")
-    _atomic_save(model.state_dict(), Path(path))
+    atomic.replace_with(path, lambda temporary: torch.save(model.state_dict(), temporary))

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import baselines, checks, experiment, methods, plots, tables
+from . import atomic, baselines, checks, experiment, plots, tables
 from . import views as views_
 from .experiment import RunConfig
 from .objectives import OBJECTIVES
@@ -326,28 +326,21 @@ def write_outputs(preset_: Preset, results, out_dir: str | Path) -> dict[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table.md": out / "table.md", "figure.html": out / "figure.html", "summary.json": out / "summary.json",
              "sizes.csv": out / "sizes.csv"}
-    _write(paths["table.md"], preset_.markdown(results))
+    atomic.write_text(paths["table.md"], preset_.markdown(results))
     made = preset_.tables(results)
     for number, table in enumerate(made, 1):
         paths[f"table-{number}"] = out / f"table-{number}-{_slug(table.title)}.csv"
-        _write(paths[f"table-{number}"], table.to_csv())
-    _write(paths["sizes.csv"], tables.csv_text(*tables.size_table(results)))
+        atomic.write_text(paths[f"table-{number}"], table.to_csv())
+    atomic.write_text(paths["sizes.csv"], tables.csv_text(*tables.size_table(results)))
     figures = preset_.figures(results)
     body = "\n".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
-    _write(paths["figure.html"], f"<!doctype html>\n<html><head><meta charset='utf-8'><title>xdnb {preset_.name}</title>"
-                                 f"</head><body>\n{body}\n</body></html>\n")
+    atomic.write_text(paths["figure.html"], f"<!doctype html>\n<html><head><meta charset='utf-8'><title>xdnb {preset_.name}</title>"
+                      f"</head><body>\n{body}\n</body></html>\n")
     summary = {"preset": preset_.name, "description": preset_.description, "runs": len(results),
                "tables": [{"title": t.title, "rows": t.row_field, "columns": t.column_field, "teacher": t.teacher,
                            "cells": t.summary()} for t in made]}
-    _write(paths["summary.json"], json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    atomic.write_text(paths["summary.json"], json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return paths
-
-
-def _write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 def reproduce(name: str, out_dir: str | Path = "outputs", *, workers: int | None = None, executor=None,
