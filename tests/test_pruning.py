@@ -133,3 +133,22 @@ def test_schedules_and_projections():
     shrunk = projections.group_soft_threshold(w, 1.0, 2)
     assert torch.count_nonzero(shrunk[:, 2:4]) == 0 and shrunk[0, 0] == pytest.approx(3 * (1 - 1 / 18 ** 0.5))
     assert projections.soft_threshold(torch.tensor([-2.0, 0.5, 1.5]), 1.0).tolist() == [-1.0, 0.0, 0.5]
+
+
+def test_keep_top_weights_keeps_the_largest_inside_the_mask_ties_to_the_lowest_index():
+    """The selection keeps what a stable descending sort of |W| (outside the mask last) keeps."""
+    w = torch.tensor([[0.5, -2.0, 1.0, 1.0], [1.0, 3.0, 0.0, 1.0]])
+    mask = torch.tensor([[True, True, True, True], [True, False, True, True]])
+    kept = projections.keep_top_weights(w, mask, 3)  # -2.0, then two of the four 1.0s: the first two
+    assert kept.tolist() == [[False, True, True, True], [False, False, False, False]]
+    assert projections.keep_top_weights(w, mask, 0).sum() == 0
+    assert torch.equal(projections.keep_top_weights(w, mask, 7), mask)
+    g = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        w = torch.round(torch.randn(6, 9, generator=g) * 2) / 2  # many exact ties, zeros among them
+        mask = torch.rand(6, 9, generator=g) > 0.3
+        budget = int(torch.randint(1, int(mask.sum()) + 1, (1,), generator=g))
+        scores = torch.where(mask, w.abs(), torch.full_like(w, -1.0)).flatten()
+        expected = torch.zeros(54, dtype=torch.bool)
+        expected[torch.argsort(-scores, stable=True)[:budget]] = True
+        assert torch.equal(projections.keep_top_weights(w, mask, budget).flatten(), expected), trial

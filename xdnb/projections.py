@@ -31,10 +31,16 @@ def keep_top_weights(weight: torch.Tensor, mask: torch.Tensor, budget: int) -> t
     """A mask keeping the ``budget`` largest-magnitude weights inside ``mask``."""
     if budget >= int(mask.sum()):
         return mask
+    if budget <= 0:
+        return torch.zeros_like(mask)
     scores = torch.where(mask, weight.abs(), torch.full_like(weight, -1.0)).flatten()
-    order = torch.argsort(-scores, stable=True)
-    new = torch.zeros_like(scores, dtype=torch.bool)
-    new[order[:budget]] = True
+    # A selection, not a sort (this runs on millions of weights every round): every score above
+    # the budget-th largest, then as many of those equal to it as fit, lowest index first (what a
+    # stable descending sort would keep).
+    threshold = -torch.kthvalue(-scores, budget).values
+    new = scores > threshold
+    ties = torch.nonzero(scores == threshold).flatten()
+    new[ties[: budget - int(new.sum())]] = True
     return new.reshape(mask.shape)
 
 

@@ -404,8 +404,14 @@ class LayerProblem:
         a = anchor.double()
         dtype = self.teacher_weight.dtype
 
-        def hess(v):
-            return (self.apply_gram(v.to(dtype)).double() + rho * v) * m
+        # The (C_out, D) float64 buffers are updated in place: at a few million entries a fresh
+        # tensor per operation costs more than the arithmetic (each is a new mmap'd block).
+        scratch, curved = torch.empty_like(a), torch.empty_like(a)
+
+        def hess(v):  # into ``curved``, overwritten at every call
+            curved.copy_(self.apply_gram(v.to(dtype)))
+            curved.add_(torch.mul(v, rho, out=scratch))
+            return curved.mul_(m)
 
         diag = self.diagonal()
         b = (self.rhs_t(torch.float64) + rho * a) * m
@@ -417,19 +423,19 @@ class LayerProblem:
         rz = (r * z).sum(1, keepdim=True)
         threshold = (tol ** 2) * b.pow(2).sum(1, keepdim=True)
         for _ in range(iterations):
-            if bool((r.pow(2).sum(1, keepdim=True) <= threshold).all()):
+            if bool((torch.pow(r, 2, out=scratch).sum(1, keepdim=True) <= threshold).all()):
                 break
             hp = hess(p)
             # A row whose search direction has no (or, from float32 curvature products, negative)
             # curvature, or whose residual is exactly zero, has converged: it stops moving instead
             # of dividing by ~0 (which overflowed to NaN for some channels on some CPUs).
-            curvature = (p * hp).sum(1, keepdim=True)
+            curvature = torch.mul(p, hp, out=scratch).sum(1, keepdim=True)
             step = torch.where(curvature > 0, rz / curvature.clamp_min(1e-300), torch.zeros_like(rz))
-            w = w + step * p
-            r = r - step * hp
-            z = r * precond
-            rz_new = (r * z).sum(1, keepdim=True)
-            p = z + torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz)) * p
+            w.add_(torch.mul(p, step, out=scratch))
+            r.sub_(hp.mul_(step))
+            torch.mul(r, precond, out=z)
+            rz_new = torch.mul(r, z, out=scratch).sum(1, keepdim=True)
+            p.mul_(torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))).add_(z)
             rz = rz_new
         return w.to(anchor.dtype)
 
