@@ -25,9 +25,12 @@ $(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks]'
 	@touch $@
 
+# Tests and notebooks run on TEST_WORKERS processes (pytest-xdist; "auto": one per core, at most
+# 4), each on one torch thread; a notebook's cells stay together on one worker (--dist loadfile).
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
-	XDNB_QUIET=1 $(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider notebooks
+	XDNB_QUIET=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --nbval --nbval-current-env -p no:cacheprovider notebooks
 
 # The tutorials in JupyterLab in headless Chromium (tests_browser/; needs /usr/bin/chromium, e.g.
 # `apt-get install -y chromium`, or CHROMIUM=path); screenshots go to artifacts/browser/.
