@@ -662,10 +662,12 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
     runs = load("beyond")
     plan = beyond_sweep(root, teacher, seeds)
     stored = {RunConfig.from_dict(r["config"]).key() for r in runs}
-    parts, done = [head], []
+    parts, done, partial = [head], [], {}
     for scheme, k in BEYOND_CELLS:
         cell = [c for c in plan if c.pruning == scheme and (c.k == k or c.method == "l1-norm")]
         if not all(c.key() in stored for c in cell):
+            own = [c for c in cell if c.k == k and c.method != "l1-norm"]
+            partial[(scheme, k)] = sum(c.key() in stored for c in own), len(own)
             continue
         done.append((scheme, k))
         keys = {c.key() for c in cell}
@@ -680,8 +682,11 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
         parts.append(f"**{scheme}, K = {k}** (teacher {t.teacher:.2f} %; L1-norm without data "
                      f"{l1_accuracy(chosen, scheme):.2f} %)\n\n" + tables.markdown(["pipeline", "top-1 (%)", "time (s)"], rows) + "\n")
         parts.append(beyond_verdict(t, k, chosen))
-    missing = [f"{s} K = {k}" for s, k in BEYOND_CELLS if (s, k) not in done]
-    parts.append(("Not yet run: " + ", ".join(missing) + " (the sweep resumes where it stopped).\n") if missing else "")
+    started = [f"{s} K = {k} ({partial[(s, k)][0]} of {partial[(s, k)][1]} runs stored)" for s, k in partial if partial[(s, k)][0]]
+    missing = [f"{s} K = {k}" for s, k in partial if not partial[(s, k)][0]]
+    parts.append(("Under way: " + ", ".join(started) + ". " if started else "")
+                 + ("Not yet run: " + ", ".join(missing) + ". " if missing else "")
+                 + ("The sweep resumes where it stopped.\n" if partial else ""))
     return "\n".join(parts)
 
 
