@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from . import checks, objectives
+from . import atomic, checks, objectives
 from .experiment import Result, RunConfig, run
 from .progress import progress
 
@@ -239,12 +239,7 @@ class ResultStore:
                 out.writelines(line if line.endswith(b"\n") else line + b"\n" for line in damaged)
                 out.flush()
                 os.fsync(out.fileno())
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as out:
-            out.writelines(good)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        atomic.replace_with(self.path, lambda temporary: Path(temporary).write_bytes(b"".join(good)))
 
     def append(self, result: Result | dict) -> str:
         """Append one result line atomically (whole line or nothing, fsynced); returns its key.
