@@ -662,14 +662,13 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
     runs = load("beyond")
     plan = beyond_sweep(root, teacher, seeds)
     stored = {RunConfig.from_dict(r["config"]).key() for r in runs}
-    parts, done, partial = [head], [], {}
+    parts, partial = [head], {}
     for scheme, k in BEYOND_CELLS:
         cell = [c for c in plan if c.pruning == scheme and (c.k == k or c.method == "l1-norm")]
         if not all(c.key() in stored for c in cell):
             own = [c for c in cell if c.k == k and c.method != "l1-norm"]
             partial[(scheme, k)] = sum(c.key() in stored for c in own), len(own)
             continue
-        done.append((scheme, k))
         keys = {c.key() for c in cell}
         chosen = [r for r in runs if RunConfig.from_dict(r["config"]).key() in keys]
         t = tables.pivot([r for r in chosen if r["config"]["method"] != "l1-norm"], columns="k",
