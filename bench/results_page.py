@@ -3,7 +3,8 @@
     .venv/bin/python bench/results_page.py [--data-root ~/.cache/xdnb/cifar10-jpeg] [--teacher PATH]
 
 Every number on the page comes from runs this script starts (or finds already finished: each
-sweep is a resumable, checksummed JSON-lines file under ``bench/results/page/``) and from the
+sweep is a resumable, checksummed JSON-lines file under ``bench/results/page/``, or, for the sweeps
+that span sessions, slim records kept in git under ``bench/records/``) and from the
 engine benchmark's results file (``bench/engine_cifar.py``, solvers side by side). The page and
 its figures (``docs/results/*.svg``) are written from those files only; ``--render-only``
 rewrites the page without running anything. The paper's claims are checked by explicit rules in
@@ -31,6 +32,10 @@ from xdnb.sweep import ResultStore, run_sweep
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STORE = HERE / "results" / "page"
+#: Sweeps that span sessions keep their runs in git, as slim records (``xdnb.sweep.summary``: no
+#: per-layer lists), in ``bench/records/``: a store under ~/.cache did not outlive its machine.
+RECORDS = HERE / "records"
+KEPT_IN_GIT = ("beyond",)
 DOCS = REPO / "docs"
 FIGURES = DOCS / "results"
 DEFAULT_TEACHER = REPO.parent / "shared" / "data" / "vgg16_cifar10_teacher.pt"
@@ -129,10 +134,15 @@ def beyond_sweep(root: str, teacher: str, seeds, cells=BEYOND_CELLS) -> list[Run
     return data_free(out)
 
 
+def store_path(name: str) -> Path:
+    """The results file of sweep ``name``: under :data:`RECORDS` (in git) or :data:`STORE`."""
+    return (RECORDS if name in KEPT_IN_GIT else STORE) / f"{name}.jsonl"
+
+
 def load(name: str, configs=None) -> list[dict]:
     """The finished runs of sweep ``name``; with ``configs``, only those planned there (a store can
     hold runs of an earlier, larger plan)."""
-    path = STORE / f"{name}.jsonl"
+    path = store_path(name)
     results = [r.to_dict() for r in ResultStore(path).results()] if path.exists() else []
     if configs is None:
         return results
@@ -658,7 +668,8 @@ def render_beyond(root: str, teacher: str, seeds) -> str:
             "[bench/README.md](../bench/README.md#the-kd-and-mir-baselines-on-cifar-10)). Each run on one torch thread while another job used the second core, so times are upper bounds. "
             f"The VGG-16 teacher, seeds {', '.join(map(str, seeds))}, top-1 on all 10 000 test images, "
             "mean ± sample std; time = the pipeline's wall time (views + fit + stage, evaluation excluded), median over seeds. "
-            "Regenerate with `bench/results_page.py --sections beyond` (resumable; the plan runs VGG-C K = 1 and 5 first).\n")
+            "Regenerate with `bench/results_page.py --sections beyond` (resumable: its runs are kept in git, "
+            "`bench/records/beyond.jsonl`; the plan runs VGG-C K = 1 and 5 first).\n")
     runs = load("beyond")
     plan = beyond_sweep(root, teacher, seeds)
     stored = {RunConfig.from_dict(r["config"]).key() for r in runs}
@@ -734,7 +745,7 @@ def replace_sections(page: str, rendered: dict[str, str]) -> str:
 
 
 def main() -> None:
-    global STORE
+    global STORE, RECORDS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default="~/.cache/xdnb/cifar10-jpeg")
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER))
@@ -744,13 +755,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (each on one torch thread)")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--store", default=str(STORE),
-                        help="folder of the resumable run stores (default bench/results/page, git-ignored; a folder "
-                             "outside the checkout, e.g. under ~/.cache, lets a sweep span fresh clones)")
+                        help="folder of the resumable run stores (default bench/results/page, git-ignored)")
+    parser.add_argument("--records", default=str(RECORDS),
+                        help=f"folder of the stores kept in git as slim records ({', '.join(KEPT_IN_GIT)}; default bench/records)")
     parser.add_argument("--only", nargs="+", choices=("structured", "unstructured", "mu", "alpha-beta"))
     parser.add_argument("--sections", nargs="+", choices=SECTION_NAMES,
                         help="run and render only these sections, rewriting their blocks of the existing page")
     args = parser.parse_args()
-    STORE = Path(args.store).expanduser()
+    STORE, RECORDS = Path(args.store).expanduser(), Path(args.records).expanduser()
     root = str(Path(args.data_root).expanduser())
     torch.set_num_threads(1)  # every sweep run on one thread (the same numbers in any worker)
     started = time.perf_counter()
@@ -759,11 +771,11 @@ def main() -> None:
         if not args.render_only and "resnet18" in args.sections:
             configs = resnet18_sweep(root, args.resnet18_teacher, args.seeds)
             print(f"resnet18: {len(configs)} runs", flush=True)
-            run_sweep(configs, STORE / "resnet18.jsonl", workers=workers)
+            run_sweep(configs, store_path("resnet18"), workers=workers)
         if not args.render_only and "beyond" in args.sections:
             configs = beyond_sweep(root, args.teacher, args.seeds)
             print(f"beyond: {len(configs)} runs", flush=True)
-            run_sweep(configs, STORE / "beyond.jsonl", workers=workers)
+            run_sweep(configs, store_path("beyond"), workers=workers, slim=True)
         page = (DOCS / "results.md").read_text(encoding="utf-8")
         atomic.write_text(DOCS / "results.md", replace_sections(page, {n: SECTIONS[n](args) for n in args.sections}))
         print(f"rewrote sections {', '.join(args.sections)} of {DOCS / 'results.md'}")
@@ -775,7 +787,7 @@ def main() -> None:
             print(f"{name}: {len(configs)} runs", flush=True)
             run_sweep(configs, STORE / f"{name}.jsonl", workers=workers)
         if not args.only:
-            run_sweep(resnet18_sweep(root, args.resnet18_teacher, args.seeds), STORE / "resnet18.jsonl", workers=workers)
+            run_sweep(resnet18_sweep(root, args.resnet18_teacher, args.seeds), store_path("resnet18"), workers=workers)
         analysis(root, args.teacher)
         torch.set_num_threads(2)  # timings with both cores, measured side by side
         speed(root, args.teacher)

@@ -87,6 +87,19 @@ def test_resume_after_crash_loses_and_duplicates_nothing(tmp_path):
     assert [r.student_accuracy for r in again.results[:2]] == [r.student_accuracy for r in seen]
 
 
+def test_slim_stores_keep_the_numbers_drop_the_per_layer_lists_and_resume(tmp_path):
+    configs = tiny(seeds=(0,), methods=("cross",))
+    full = run_sweep(configs, tmp_path / "full.jsonl", show_progress=False).results[0]
+    slim = run_sweep(configs, tmp_path / "slim.jsonl", show_progress=False, slim=True).results[0]
+    assert full.history and full.kept_channels  # what slim leaves out is there in a full store
+    assert (slim.history, slim.kept_channels) == ([], {})
+    assert slim.student_accuracy == full.student_accuracy and slim.config == full.config
+    assert slim.student_size == full.student_size and slim.few_shot_indices == full.few_shot_indices
+    assert (tmp_path / "slim.jsonl").stat().st_size < (tmp_path / "full.jsonl").stat().st_size / 2
+    again = run_sweep(configs, tmp_path / "slim.jsonl", show_progress=False, slim=True)
+    assert (again.ran, again.reused) == (0, 1)
+
+
 def test_resume_after_the_process_is_killed(tmp_path):
     """A real crash: SIGKILL a sweep in another process once it has stored a few runs."""
     import signal

@@ -14,7 +14,9 @@
   ``concurrent.futures.Executor``: in this process by default, a local process pool
   (``workers=N``), or any executor you pass, e.g. a Dask cluster's ``client.get_executor()``.
   Each result is stored as soon as it arrives, so an interrupted sweep loses at most the runs
-  that were in flight.
+  that were in flight. With ``slim=True`` each result is stored as its :func:`summary` (config
+  and numbers without the per-layer lists: about 2 KB a run instead of tens), small enough for a
+  store that is kept in git and so outlives the machine it ran on.
 """
 
 from __future__ import annotations
@@ -133,6 +135,19 @@ def encode_line(result: Result | dict) -> str:
     payload = _canonical(values)
     key = RunConfig.from_dict(values["config"]).key()
     return '{"key":%s,"check":"%s","result":%s}\n' % (json.dumps(key), _checksum(payload), payload)
+
+
+#: The fields of a result that grow with the network (one entry per layer): :func:`summary` empties them.
+PER_LAYER_FIELDS = ("history", "kept_channels")
+
+
+def summary(result: Result | dict) -> dict:
+    """``result`` as a dict with its per-layer lists emptied (:data:`PER_LAYER_FIELDS`): the run's
+    config, accuracies, sizes, times and versions, still a valid :class:`Result`."""
+    values = dict(result.to_dict() if isinstance(result, Result) else result)
+    for name in PER_LAYER_FIELDS:
+        values[name] = type(values[name])()
+    return values
 
 
 def decode_line(line: str) -> tuple[str, dict]:
@@ -312,7 +327,7 @@ class SweepReport:
 
 def run_sweep(configs: Sequence[RunConfig], path: str | Path, *, executor: Executor | None = None,
               workers: int | None = None, show_progress: bool = True, desc: str = "sweep",
-              on_result: Callable[[Result], None] | None = None) -> SweepReport:
+              on_result: Callable[[Result], None] | None = None, slim: bool = False) -> SweepReport:
     """Run every config not yet in the results file ``path`` (JSON lines, see :class:`ResultStore`).
 
     ``executor``: any ``concurrent.futures.Executor`` (e.g. ``dask.distributed.Client(...)
@@ -320,7 +335,8 @@ def run_sweep(configs: Sequence[RunConfig], path: str | Path, *, executor: Execu
     (one torch thread per worker); by default runs go one after another in this process.
     Configs are validated before anything runs; duplicates run once. ``on_result(result)`` sees
     each new result. If a run fails, the runs not yet started are cancelled, finished ones stay
-    stored, and the error is raised: fix it and call again to resume.
+    stored, and the error is raised: fix it and call again to resume. ``slim``: store each result
+    as its :func:`summary` (and return it so).
     """
     configs = [config.validate() for config in configs]
     if not configs:
@@ -334,6 +350,8 @@ def run_sweep(configs: Sequence[RunConfig], path: str | Path, *, executor: Execu
     reused = len({key for key in keys if key in done})
 
     def record(key: str, values: dict) -> None:
+        if slim:
+            values = summary(values)
         store.append(values)
         done[key] = json.loads(_canonical(_finite(values)))
         if on_result is not None:
